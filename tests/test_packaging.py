@@ -1,0 +1,46 @@
+"""Packaging: one version, README in sync with its notebook and with .ci/run, the console script."""
+import configparser
+import runpy
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import cbir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings():
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini", encoding="utf-8")
+    return cfg["DEFAULT"]
+
+
+def test_version_agrees_everywhere():
+    from importlib.metadata import version
+    assert cbir.__version__ == _settings()["version"], "cbir/__init__.py and settings.ini disagree on the version"
+    assert version("cbir") == cbir.__version__, "the installed metadata is stale: reinstall with pip install -e ."
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" in pyproject["project"]["dynamic"], "pyproject.toml must not pin its own version"
+
+
+def test_readme_rendered_from_index_notebook():
+    render = runpy.run_path(str(ROOT / ".ci" / "render_readme.py"))["render_readme"]
+    assert (ROOT / "README.md").read_text(encoding="utf-8") == render(), \
+        "README.md is out of date: run `python .ci/render_readme.py`"
+
+
+def test_ci_runs_the_readme_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    for line in ci.splitlines():
+        if "# README:" in line:
+            cmd = line.split("# README:")[0].strip()
+            assert cmd in readme, f".ci/run runs `{cmd}`, which README.md does not tell users to run"
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "cbir.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "demo" in out.stdout
