@@ -1,0 +1,107 @@
+"""Shared pytest fixtures: a folder of messy real-world image files (see `messy_image_folder`)."""
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@dataclass
+class MessyFolder:
+    """A class-per-sub-folder image tree with known-good and known-bad files (use it like a path: `os.fspath`)."""
+    root: Path  # the folder; one sub-folder per class
+    readable: dict = field(default_factory=dict)  # relative posix path -> expected RGB size (w, h) after EXIF rotation
+    unreadable: dict = field(default_factory=dict)  # relative posix path -> word the ImageReadError message must contain
+
+    def __fspath__(self) -> str: return str(self.root)
+    def __truediv__(self, other): return self.root / other
+    def path(self, rel: str) -> Path: return self.root / rel
+    @property
+    def all_files(self) -> list[str]: return sorted([*self.readable, *self.unreadable])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """Bytes of a (tiny) PNG whose header claims `width` x `height` RGB pixels: trips a decompression-bomb guard cheaply."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def exif_rotated_jpeg_bytes() -> bytes:
+    """A 40x20 JPEG stored left-half red / right-half blue, EXIF orientation 6: displayed it is 20x40, red on top."""
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    stored[:, 20:] = (0, 0, 255)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+@pytest.fixture
+def messy_image_folder(tmp_path) -> MessyFolder:
+    """A folder `root/<class>/<file>` of the image files real collections contain, with what reading each should give.
+
+    Classes (sub-folders): `good/` holds ordinary readable photos, `odd/` holds readable images in unusual modes plus
+    files no reader can decode. `MessyFolder.readable` maps each readable file (relative posix path) to the RGB
+    size `(w, h)` expected after EXIF rotation; `MessyFolder.unreadable` maps each unreadable file to a word its
+    `ImageReadError` message must contain. Every file in the tree is in exactly one of the two dicts.
+
+    readable:   good/rgb.jpg (48x32 RGB JPEG), good/exif_rotated.jpg (stored 40x20, EXIF orientation 6 -> 20x40,
+                red top / blue bottom), good/tiny_1x1.png (1x1), good/gray_L.png (mode L),
+                odd/rgba.png (left half opaque red, right half fully transparent -> white), odd/palette_P.png (mode P
+                with a transparent index), odd/gray16.png (mode I;16, horizontal ramp 0..65535 -> 0..255),
+                odd/cmyk.jpg (pure cyan CMYK -> about (0, 255, 255)).
+    unreadable: odd/truncated.jpg (first half of a JPEG), odd/empty.jpg (0 bytes), odd/text.jpg (text named .jpg),
+                odd/bomb.png (header claims 20000x20000 pixels: over PIL's and read_image's default guard).
+    """
+    root = tmp_path / "messy"
+    (root / "good").mkdir(parents=True)
+    (root / "odd").mkdir()
+    rng = np.random.default_rng(0)
+    out = MessyFolder(root=root)
+
+    def save(rel, im, fmt, expected_size, **kw):
+        im.save(root / rel, fmt, **kw)
+        out.readable[rel] = expected_size
+
+    save("good/rgb.jpg", Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)), "JPEG", (48, 32))
+    (root / "good/exif_rotated.jpg").write_bytes(exif_rotated_jpeg_bytes())
+    out.readable["good/exif_rotated.jpg"] = (20, 40)
+    save("good/tiny_1x1.png", Image.new("RGB", (1, 1), (10, 200, 30)), "PNG", (1, 1))
+    save("good/gray_L.png", Image.fromarray(rng.integers(0, 256, (30, 40), dtype=np.uint8)), "PNG", (40, 30))
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[:, :8] = (255, 0, 0, 255)  # opaque red; right half stays transparent black
+    save("odd/rgba.png", Image.fromarray(rgba, "RGBA"), "PNG", (16, 16))
+    pal = Image.new("P", (16, 16), 0)
+    pal.putpalette([0, 0, 0, 0, 128, 0] + [0] * 762)  # index 0 black (transparent), index 1 dark green
+    pal.paste(1, (0, 0, 8, 16))
+    save("odd/palette_P.png", pal, "PNG", (16, 16), transparency=0)
+    ramp = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (8, 1))
+    gray16 = Image.fromarray(ramp)
+    assert gray16.mode == "I;16"
+    save("odd/gray16.png", gray16, "PNG", (64, 8))
+    save("odd/cmyk.jpg", Image.new("CMYK", (24, 16), (255, 0, 0, 0)), "JPEG", (24, 16), quality=95)
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90)
+    (root / "odd/truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    out.unreadable["odd/truncated.jpg"] = "truncated"
+    (root / "odd/empty.jpg").write_bytes(b"")
+    out.unreadable["odd/empty.jpg"] = "empty"
+    (root / "odd/text.jpg").write_text("this is not a JPEG, just text with a .jpg name\n")
+    out.unreadable["odd/text.jpg"] = "not an image"
+    (root / "odd/bomb.png").write_bytes(png_header_claiming(20_000, 20_000))
+    out.unreadable["odd/bomb.png"] = "too large"
+    return out
