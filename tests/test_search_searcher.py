@@ -1,0 +1,231 @@
+"""cbir.search.Searcher: every kind of query, exclusion, K larger than the gallery, bad input, and re-ranking
+through the searcher checked against the pure functions plus brute force."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cbir.data import ImageReadError, make_shapes, read_image
+from cbir.index import Index, MISSING_INT, MISSING_STR
+from cbir.search import (KReciprocal, QueryExpansion, Searcher, expand_queries, k_reciprocal_rerank, l2_normalize,
+                         pairwise_sq_l2)
+
+SIZE = 32
+
+
+class TinyEmbedder:
+    "A small deterministic embedder with the Embedder interface: 8x8 RGB thumbnails, centred, as vectors."
+    dim = 8 * 8 * 3
+
+    def __init__(self, pooling="thumb"):
+        self.config = {"backbone": "thumbnail", "pooling": pooling, "dim": self.dim, "image_size": 8}
+
+    def embed_one(self, src):
+        a = np.asarray(read_image(src).resize((8, 8), Image.BILINEAR), dtype=np.float32).ravel() / 255
+        return (a - a.mean()).astype(np.float32)
+
+    def embed(self, images, progress=False, **kwargs):
+        from types import SimpleNamespace
+        ids = getattr(images, "ids", np.arange(len(images)).astype(str))
+        vectors = np.stack([self.embed_one(images[i]) for i in range(len(images))])
+        return SimpleNamespace(vectors=vectors, ids=np.asarray(ids), config=self.config, failed=[])
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return make_shapes(80, size=SIZE, seed=1)
+
+
+@pytest.fixture(scope="module")
+def searcher(shapes):
+    return Searcher.build(TinyEmbedder(), shapes)
+
+
+def test_build_keeps_ids_and_config(searcher, shapes):
+    assert searcher.index.ntotal == len(shapes)
+    assert list(searcher.index.ids) == list(shapes.ids)
+    assert searcher.index.embedder_config["backbone"] == "thumbnail"
+
+
+def test_every_query_kind_finds_the_same_item(searcher, shapes, tmp_path):
+    img = shapes[5]
+    path = tmp_path / "q.png"
+    img.save(path)
+    arr = np.array(img)
+    vec = TinyEmbedder().embed_one(img)
+    queries = {"path": path, "str": str(path), "bytes": path.read_bytes(), "pil": img, "uint8": arr,
+               "float01": arr.astype(np.float32) / 255, "tensor": torch.from_numpy(arr).permute(2, 0, 1).contiguous(),
+               "vector": vec, "vector_tensor": torch.from_numpy(vec), "vector_list": vec.tolist()}
+    for name, q in queries.items():
+        res = searcher.search(q, k=3)
+        assert res.ids.shape == (1, 3), name
+        assert res.ids[0, 0] == shapes.ids[5], name
+    np.testing.assert_array_equal(searcher.search_embeddings(vec, k=3).ids, searcher.search(img, k=3).ids)
+
+
+def test_grayscale_2d_uint8_is_an_image(searcher):
+    res = searcher.search(np.full((SIZE, SIZE), 200, np.uint8), k=2)
+    assert res.ids.shape == (1, 2)
+
+
+def test_batches(searcher, shapes):
+    imgs = [shapes[i] for i in range(4)]
+    one_by_one = np.concatenate([searcher.search(im, k=4).ids for im in imgs])
+    np.testing.assert_array_equal(searcher.search(imgs, k=4).ids, one_by_one)
+    stack = np.stack([np.asarray(im) for im in imgs])                      # N x H x W x C
+    np.testing.assert_array_equal(searcher.search(stack, k=4).ids, one_by_one)
+    tensors = torch.from_numpy(stack).permute(0, 3, 1, 2)                  # N x C x H x W
+    np.testing.assert_array_equal(searcher.search(tensors, k=4).ids, one_by_one)
+    mixed = searcher.search([imgs[0], searcher.gallery_vectors[1]], k=4)
+    assert mixed.ids.shape == (2, 4)
+    np.testing.assert_array_equal(mixed.ids[0], one_by_one[0])
+
+
+def test_exclude_self_keeps_k(searcher, shapes):
+    q = searcher.gallery_vectors[:10]
+    res = searcher.search_embeddings(q, k=5, exclude=shapes.ids[:10])
+    assert res.ids.shape == (10, 5)
+    for i in range(10):
+        assert shapes.ids[i] not in res.ids[i]
+    plain = searcher.search_embeddings(q, k=6)
+    assert (plain.ids[:, 0] == shapes.ids[:10]).all()                     # without exclusion the query comes first
+    np.testing.assert_array_equal(res.ids, plain.ids[:, 1:])
+
+
+def test_exclude_forms(searcher, shapes):
+    q = searcher.gallery_vectors[:3]
+    drop = set(shapes.ids[:3])
+    res = searcher.search_embeddings(q, k=10, exclude=drop)
+    assert not np.isin(res.ids, list(drop)).any() and res.ids.shape == (3, 10)
+    res = searcher.search_embeddings(q, k=10, exclude=shapes.ids[0])
+    assert not (res.ids == shapes.ids[0]).any()
+    res = searcher.search_embeddings(q, k=10, exclude=[None, [shapes.ids[1], shapes.ids[2]], shapes.ids[2]])
+    assert res.ids[0, 0] == shapes.ids[0] and shapes.ids[2] not in res.ids[1] and shapes.ids[2] not in res.ids[2]
+    with pytest.raises(ValueError, match="exclude has 2 entries but there are 3 queries"):
+        searcher.search_embeddings(q, k=3, exclude=list(shapes.ids[:2]))
+
+
+def test_k_larger_than_gallery(searcher, shapes):
+    q = searcher.gallery_vectors[:2]
+    res = searcher.search_embeddings(q, k=1000)
+    assert res.ids.shape == (2, len(shapes))
+    res = searcher.search_embeddings(q, k=1000, exclude=shapes.ids[:2])
+    assert res.ids.shape == (2, len(shapes) - 1)
+    for r in (res, searcher.search_embeddings(q, k=1000, exclude=shapes.ids[:2], rerank="k_reciprocal"),
+              searcher.search_embeddings(q, k=1000, exclude=shapes.ids[:2], rerank="aqe")):
+        assert (r.ids != MISSING_STR).all() and (r.positions != MISSING_INT).all() and (r.positions >= 0).all()
+        assert np.isfinite(r.distances).all()
+        assert all(len(set(row)) == len(row) for row in r.ids.tolist())
+
+
+def test_small_ivf_index_never_leaks_missing_slots():
+    "An IVF index with nprobe=1 can find fewer than k neighbours; the searcher drops those slots."
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(400, 8)).astype(np.float32)
+    index = Index.build(vectors, ids=[f"v{i}" for i in range(400)], kind="ivf", nlist=10)
+    s = Searcher(None, index, gallery_vectors=vectors)
+    res = s.search_embeddings(vectors[:20], k=300)
+    assert (res.ids != MISSING_STR).all() and (res.positions >= 0).all() and np.isfinite(res.distances).all()
+
+
+def test_bad_queries(searcher, tmp_path):
+    with pytest.raises(ValueError, match="dimension 5 but the gallery has dimension 192"):
+        searcher.search(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="dimension"):
+        searcher.search_embeddings(np.zeros((2, 7), np.float32))
+    with pytest.raises(ValueError, match="search_embeddings"):
+        searcher.search(np.zeros((4, 192), np.float32))                    # 2-D float: ambiguous
+    with pytest.raises(ValueError, match="NaN"):
+        searcher.search_embeddings(np.full(192, np.nan))
+    with pytest.raises(TypeError, match="cannot search with a dict"):
+        searcher.search({"q": 1})
+    with pytest.raises(ValueError, match="no queries"):
+        searcher.search([])
+    for k in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            searcher.search_embeddings(searcher.gallery_vectors[0], k=k)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        searcher.search(empty)
+    with pytest.raises(ImageReadError, match="not found"):
+        searcher.search(tmp_path / "missing.png")
+    with pytest.raises(ValueError, match="unknown rerank"):
+        searcher.search_embeddings(searcher.gallery_vectors[0], rerank="magic")
+
+
+def test_embedder_must_match_index(shapes):
+    emb = TinyEmbedder()
+    e = emb.embed(shapes)
+    index = Index.build(e.vectors, ids=e.ids, embedder_config=TinyEmbedder(pooling="avg").config)
+    with pytest.raises(ValueError, match="pooling: query embedder 'thumb' vs gallery 'avg'"):
+        Searcher(emb, index)
+    Searcher(emb, Index.build(e.vectors, ids=e.ids))                       # nothing recorded: accepted
+    small = Index.build(e.vectors[:, :10], ids=e.ids)
+    with pytest.raises(ValueError, match="192-d vectors but the index holds 10-d"):
+        Searcher(emb, small)
+
+
+def test_embeddings_only_searcher(searcher):
+    s = Searcher(None, searcher.index)
+    assert s.search(searcher.gallery_vectors[3], k=1).positions[0, 0] == 3
+    with pytest.raises(ValueError, match="no embedder"):
+        s.search(Image.new("RGB", (SIZE, SIZE)))
+    with pytest.raises(ValueError, match="without `images`"):
+        s.items(s.search(searcher.gallery_vectors[3], k=1))
+
+
+def test_gallery_vectors_read_back_from_index(searcher):
+    fresh = Searcher(searcher.embedder, searcher.index)                    # no vectors given: read from FAISS
+    np.testing.assert_allclose(l2_normalize(fresh.gallery_vectors), l2_normalize(searcher.gallery_vectors), atol=1e-6)
+
+
+def test_items_are_the_hit_images(searcher, shapes):
+    res = searcher.search([shapes[2], shapes[7]], k=3)
+    items = searcher.items(res)
+    assert len(items) == 2 and all(len(row) == 3 for row in items)
+    for row_ids, row_items in zip(res.ids, items):
+        for i, im in zip(row_ids, row_items):
+            j = list(shapes.ids).index(i)
+            assert np.array_equal(np.asarray(im), np.asarray(shapes[j]))
+
+
+def brute_force_top(q, g, k, exclude_rows):
+    "Rank by cosine similarity with plain numpy, excluded rows removed."
+    sims = l2_normalize(q) @ l2_normalize(g).T
+    out = []
+    for i in range(len(q)):
+        order = [j for j in np.argsort(-sims[i], kind="stable") if j not in exclude_rows[i]]
+        out.append(order[:k])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 3.0])
+def test_query_expansion_through_searcher_matches_pure_functions(searcher, alpha):
+    g = searcher.gallery_vectors
+    q = g[:6] + 0.01
+    excl = [{i} for i in range(6)]
+    first = brute_force_top(q, g, 4, excl)
+    expanded = expand_queries(l2_normalize(q), l2_normalize(g), first, alpha=alpha)
+    want = brute_force_top(expanded, g, 7, excl)
+    got = searcher.search_embeddings(q, k=7, exclude=searcher.index.ids[:6], rerank=QueryExpansion(n=4, alpha=alpha))
+    np.testing.assert_array_equal(got.positions, want)
+
+
+def test_k_reciprocal_through_searcher_matches_pure_function(searcher):
+    g = l2_normalize(searcher.gallery_vectors)
+    q = l2_normalize(g[:5] + 0.05)
+    dist = k_reciprocal_rerank(pairwise_sq_l2(q, g), pairwise_sq_l2(q, q), pairwise_sq_l2(g, g), k1=8, k2=3, lambda_=0.3)
+    dist[np.arange(5), np.arange(5)] = np.inf                             # exclude each query's own source
+    want = np.argsort(dist, axis=1, kind="stable")[:, :10]
+    got = searcher.search_embeddings(q, k=10, exclude=searcher.index.ids[:5], rerank=KReciprocal(k1=8, k2=3))
+    np.testing.assert_array_equal(got.positions, want)
+    assert got.metric == "k_reciprocal" and (np.diff(got.distances, axis=1) >= 0).all()
+    with pytest.raises(ValueError, match="max_pool"):
+        searcher.search_embeddings(q, rerank=KReciprocal(max_pool=50))
+
+
+def test_l2_metric(shapes):
+    s = Searcher.build(TinyEmbedder(), shapes, metric="l2")
+    res = s.search(shapes[0], k=5)
+    assert res.ids[0, 0] == shapes.ids[0] and (np.diff(res.distances, axis=1) >= 0).all()
