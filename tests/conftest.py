@@ -105,3 +105,62 @@ def messy_image_folder(tmp_path) -> MessyFolder:
     (root / "odd/bomb.png").write_bytes(png_header_claiming(20_000, 20_000))
     out.unreadable["odd/bomb.png"] = "too large"
     return out
+
+
+FASHION_HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
+FASHION_ROWS = [  # (id, gender, masterCategory, subCategory, articleType, baseColour, season, year, usage, name)
+    ("1001", "Men", "Apparel", "Topwear", "Tshirts", "Navy Blue", "Fall", "2011", "Casual", "Blue Tee"),
+    ("1002", "Women", "Apparel", "Topwear", "Tshirts", "Red", "Summer", "2012", "Casual", "Red Tee"),
+    ("1003", "Men", "Apparel", "Topwear", "Tshirts", "White", "Summer", "2012", "Sports", "White Tee"),
+    ("1004", "Men", "Accessories", "Watches", "Watches", "Black", "Winter", "2016", "Casual", "Steel Watch"),
+    ("1005", "Women", "Accessories", "Watches", "Watches", "Red", "Winter", "2016", "Formal", "Red Watch"),
+    ("1006", "Men", "Footwear", "Shoes", "Casual Shoes", "White", "Summer", "2012", "", "Canvas Shoes"),
+    ("1007", "Women", "Footwear", "Shoes", "Casual Shoes", "Black", "Fall", "2011", "Casual", "Flats"),
+    ("1008", "Unisex", "Accessories", "Bags", "Backpacks", "Black", "Fall", "2015", "Casual", "Backpack"),
+]
+
+
+@dataclass
+class FashionCache:
+    """A miniature Fashion Product Images dataset seeded into a kagglehub cache (KAGGLEHUB_CACHE points at `cache`)."""
+    cache: Path  # the KAGGLEHUB_CACHE folder
+    handle: str  # the versioned handle that resolves to `folder` with no network
+    folder: Path  # what kagglehub.dataset_download(handle) returns
+    good_ids: list  # ids of the rows load_fashion must keep, in file order
+    malformed_lines: list  # styles.csv line numbers with the wrong number of fields
+    missing_image_ids: list  # ids of well-formed rows whose image file does not exist
+
+
+def seed_fashion_cache(cache: Path, handle: str = "paramaggarwal/fashion-product-images-small/versions/1",
+                       nested: str = "") -> FashionCache:
+    """Write a miniature Fashion Product Images dataset into kagglehub's cache layout for `handle`.
+
+    `$cache/datasets/<owner>/<name>/versions/<N>/[nested/]styles.csv` + `images/<id>.jpg`, and the completion marker
+    `$cache/datasets/<owner>/<name>/<N>.complete` that makes kagglehub return the cached folder without the network
+    (checked against kagglehub's cache.py: DatasetHttpResolver returns the cached path when marker and folder exist).
+    styles.csv has two malformed rows (an unquoted comma in the product name, a truncated row) and one row whose image
+    file is missing; `nested` reproduces archives that put everything under e.g. `myntradataset/`.
+    """
+    owner, name, _, version = handle.split("/")
+    folder = cache / "datasets" / owner / name / "versions" / version
+    data = folder / nested
+    (data / "images").mkdir(parents=True)
+    lines = [FASHION_HEADER]
+    for k, row in enumerate(FASHION_ROWS):
+        lines.append(",".join(row))
+        Image.new("RGB", (20 + k, 30), (30 * k, 100, 200 - 20 * k)).save(data / "images" / f"{row[0]}.jpg")
+    lines.append("1009,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Shirt, Slim Fit")  # 11 fields
+    lines.append("1010,Men,Apparel")  # 3 fields
+    lines.append("1011,Men,Apparel,Topwear,Shirts,Blue,Fall,2011,Casual,Missing Shirt")  # no image file
+    (data / "styles.csv").write_text("\n".join(lines) + "\n")
+    (cache / "datasets" / owner / name / f"{version}.complete").touch()
+    return FashionCache(cache, handle, folder, [r[0] for r in FASHION_ROWS], [len(FASHION_ROWS) + 2, len(FASHION_ROWS) + 3],
+                        ["1011"])
+
+
+@pytest.fixture
+def fashion_kaggle_cache(tmp_path, monkeypatch) -> FashionCache:
+    """KAGGLEHUB_CACHE set to a tmp folder holding a miniature Fashion Product Images (see `seed_fashion_cache`)."""
+    cache = tmp_path / "kagglehub"
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(cache))
+    return seed_fashion_cache(cache)
