@@ -10,7 +10,7 @@ __all__ = ['K_SWEEP', 'relevance_from_labels', 'relevance_from_ids', 'precision_
 # %% ../nbs/05_metrics.ipynb #f0a4efdb
 import warnings
 from numbers import Integral
-from typing import NamedTuple
+from functools import cached_property
 
 import numpy as np
 
@@ -77,10 +77,10 @@ def _check_rel(rel, binary: bool = True) -> np.ndarray:
     if binary:
         bad = (rel != 0) & (rel != 1)
         if bad.any():
-            raise ValueError(f"rel must be binary (0/1 or bool) here, found the value {rel[bad][0]!r}; "
+            raise ValueError(f"rel must be binary (0/1 or bool) here, found the value {rel[bad][0].item()!r}; "
                              "for graded relevance use ndcg_at_k with ideal_gains, or pass rel > 0")
         return rel != 0
-    if (rel < 0).any(): raise ValueError(f"relevance grades must be >= 0, found {rel.min()!r}")
+    if (rel < 0).any(): raise ValueError(f"relevance grades must be >= 0, found {rel.min().item()!r}")
     return rel.astype(np.float64)
 
 def _check_n_relevant(n_relevant, n_queries: int, found=None) -> np.ndarray:
@@ -88,7 +88,7 @@ def _check_n_relevant(n_relevant, n_queries: int, found=None) -> np.ndarray:
     if n.shape != (n_queries,):
         raise ValueError(f"n_relevant needs one count per query: shape ({n_queries},) expected, got {n.shape}")
     if n.dtype.kind == "f" and not (np.isfinite(n).all() and (n == np.round(n)).all()) or n.dtype.kind not in "iuf":
-        raise ValueError(f"n_relevant must hold non-negative integers, got {n[:5]!r}")
+        raise ValueError(f"n_relevant must hold non-negative integers, got {n[:5].tolist()}")
     n = n.astype(np.int64)
     if (n < 0).any(): raise ValueError(f"n_relevant must be >= 0, found {n.min()}")
     if found is not None and (found > n).any():
@@ -98,33 +98,37 @@ def _check_n_relevant(n_relevant, n_queries: int, found=None) -> np.ndarray:
     return n
 
 # %% ../nbs/05_metrics.ipynb #44f4f3a3
-class _Hits(NamedTuple):
-    rows: np.ndarray  # query of each hit
-    cols: np.ndarray  # 0-based rank of each hit
-    nth: np.ndarray  # 1-based number of the hit within its query (= hits@(col+1))
-    count: np.ndarray  # (Q,) hits in the whole ranking
-    first: np.ndarray  # (Q,) 0-based rank of the first hit, or -1
-    gains: np.ndarray  # gain of each hit (1.0 for binary relevance)
-    n_queries: int
-    width: int
+class _Hits:
+    "Where the hits of a relevance matrix are, with the per-hit quantities the metrics share."
+    def __init__(self, rel: np.ndarray):
+        self.n_queries, self.width = rel.shape
+        flat = np.flatnonzero(rel)  # much faster than a 2-D np.nonzero
+        self.rows, self.cols = np.divmod(flat, self.width)  # query and 0-based rank of each hit
+        self.count = np.bincount(self.rows, minlength=self.n_queries)  # (Q,) hits in the whole ranking
+        start = np.cumsum(self.count) - self.count
+        self.nth = np.arange(1, len(flat) + 1) - start[self.rows]  # 1-based number of the hit in its query
+        self.first = np.full(self.n_queries, -1)  # (Q,) 0-based rank of the first hit, or -1
+        self.first[self.count > 0] = self.cols[start[self.count > 0]]
+        self.gains = np.ones(len(flat)) if rel.dtype == bool else rel.ravel()[flat]
 
-def _hits(rel: np.ndarray) -> _Hits:
-    rows, cols = np.nonzero(rel)
-    n_queries, width = rel.shape
-    count = np.bincount(rows, minlength=n_queries)
-    start = np.cumsum(count) - count
-    nth = np.arange(1, len(rows) + 1) - start[rows]
-    first = np.full(n_queries, -1)
-    first[count > 0] = cols[start[count > 0]]
-    gains = np.ones(len(rows)) if rel.dtype == bool else rel[rows, cols]
-    return _Hits(rows, cols, nth, count, first, gains, n_queries, width)
+    @cached_property
+    def precision(self) -> np.ndarray: return self.nth / (self.cols + 1.0)  # P@i at the rank i of each hit
+
+    @cached_property
+    def discount(self) -> np.ndarray: return 1.0 / np.log2(self.cols + 2.0)  # 1 / log2(i + 1)
+
+    def before(self, k: int):
+        "Mask of the hits ranked in the first k (None: all of them)."
+        return None if k >= self.width else self.cols < k
+
 
 def _sum_per_query(h: _Hits, mask, weights=None) -> np.ndarray:
-    w = None if weights is None else weights[mask]
-    return np.bincount(h.rows[mask], weights=w, minlength=h.n_queries).astype(np.float64)
+    rows = h.rows if mask is None else h.rows[mask]
+    if weights is not None and mask is not None: weights = weights[mask]
+    return np.bincount(rows, weights=weights, minlength=h.n_queries).astype(np.float64)
 
 def _hits_at(h: _Hits, k: int) -> np.ndarray:
-    return h.count.astype(np.float64) if k >= h.width else _sum_per_query(h, h.cols < k)
+    return _sum_per_query(h, h.before(k))
 
 def _ratio(num, den) -> np.ndarray:
     "num / den, and 0 where den is 0 (a query with no relevant item scores 0)."
@@ -140,7 +144,7 @@ def precision_at_k(
 ) -> np.ndarray:  # (Q,) precision@k of each query
     "Share of the first `k` results that are relevant."
     rel, k = _check_rel(rel), _check_k(k)
-    h = _hits(rel)
+    h = _Hits(rel)
     if divide_by == "k": return _hits_at(h, k) / k
     if divide_by != "min_k_r": raise ValueError(f"divide_by must be 'k' or 'min_k_r', got {divide_by!r}")
     if n_relevant is None: raise ValueError("divide_by='min_k_r' needs n_relevant")
@@ -153,7 +157,7 @@ def recall_at_k(
 ) -> np.ndarray:  # (Q,) recall@k; 0 for a query with R = 0
     "Share of ALL the query's relevant items that are among the first `k` results."
     rel, k = _check_rel(rel), _check_k(k)
-    h = _hits(rel)
+    h = _Hits(rel)
     return _ratio(_hits_at(h, k), _check_n_relevant(n_relevant, h.n_queries, h.count))
 
 def hit_rate_at_k(
@@ -171,7 +175,7 @@ def f1_at_k(
 ) -> np.ndarray:  # (Q,) harmonic mean of precision@k and recall@k (0 when both are 0)
     "F1@k = 2 hits@k / (k + R), the harmonic mean of P@k and R@k."
     rel, k = _check_rel(rel), _check_k(k)
-    h = _hits(rel)
+    h = _Hits(rel)
     return 2 * _hits_at(h, k) / (k + _check_n_relevant(n_relevant, h.n_queries, h.count))
 
 # %% ../nbs/05_metrics.ipynb #b27464ae
@@ -182,16 +186,15 @@ def reciprocal_rank(
     "Reciprocal of the rank of the first relevant result; its mean over queries is MRR."
     rel = _check_rel(rel)
     k = rel.shape[1] if k is None else _check_k(k)
-    first = _hits(rel).first
-    return np.where((first >= 0) & (first < k), 1.0 / (first + 1), 0.0)
+    first = _Hits(rel).first
+    return np.where(first < k, _ratio(1.0, first + 1), 0.0)  # first = -1: no hit
 
 # %% ../nbs/05_metrics.ipynb #403e7ef1
 _AP_DIVISORS = ("r", "min_k_r", "hits")
 
 def _ap_sum(h: _Hits, k: int) -> np.ndarray:
     "Sum of P@i over the hits at ranks i <= k."
-    mask = h.cols < k
-    return _sum_per_query(h, mask, h.nth / (h.cols + 1.0))
+    return _sum_per_query(h, h.before(k), h.precision)
 
 def average_precision(
     rel,  # (Q, K) binary relevance of the ranked results
@@ -203,7 +206,7 @@ def average_precision(
     if divide_by not in _AP_DIVISORS: raise ValueError(f"divide_by must be one of {_AP_DIVISORS}, got {divide_by!r}")
     rel = _check_rel(rel)
     k = rel.shape[1] if k is None else _check_k(k)
-    h = _hits(rel)
+    h = _Hits(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
     den = {"r": n, "min_k_r": np.minimum(k, n), "hits": _hits_at(h, k)}[divide_by]
     return _ratio(_ap_sum(h, k), den)
@@ -215,7 +218,7 @@ def r_precision(
 ) -> np.ndarray:  # (Q,) precision at rank R of each query (0 for R = 0)
     "Precision at cut-off R, the query's own number of relevant items."
     rel = _check_rel(rel)
-    h = _hits(rel)
+    h = _Hits(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
     return _ratio(_sum_per_query(h, h.cols < n[h.rows]), n)
 
@@ -225,9 +228,9 @@ def map_at_r(
 ) -> np.ndarray:  # (Q,) MAP@R of each query (0 for R = 0)
     "Average precision cut at rank R and divided by R (Musgrave et al. 2020)."
     rel = _check_rel(rel)
-    h = _hits(rel)
+    h = _Hits(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
-    return _ratio(_sum_per_query(h, h.cols < n[h.rows], h.nth / (h.cols + 1.0)), n)
+    return _ratio(_sum_per_query(h, h.cols < n[h.rows], h.precision), n)
 
 # %% ../nbs/05_metrics.ipynb #c60284bd
 def _ideal_dcg(ideal_gains, n_queries: int, k: int, gain: str) -> np.ndarray:
@@ -240,9 +243,8 @@ def _ideal_dcg(ideal_gains, n_queries: int, k: int, gain: str) -> np.ndarray:
     return top @ (1.0 / np.log2(np.arange(2, top.shape[1] + 2)))
 
 def _ndcg(h: _Hits, k: int, idcg: np.ndarray, gain: str) -> np.ndarray:
-    mask = h.cols < k
     g = h.gains if gain == "linear" else np.exp2(h.gains) - 1
-    dcg = _sum_per_query(h, mask, g / np.log2(h.cols + 2.0))
+    dcg = _sum_per_query(h, h.before(k), g * h.discount)
     out = _ratio(dcg, idcg)
     if (out > 1 + 1e-9).any():
         raise ValueError(f"query {int(np.argmax(out > 1 + 1e-9))}: the ranking has more gain than its ideal ranking; "
@@ -269,10 +271,10 @@ def ndcg_at_k(
             raise ValueError("ndcg_at_k needs n_relevant (binary relevance) or ideal_gains (graded relevance): "
                              "the ideal ranking must include the relevant items that were not retrieved")
         rel = _check_rel(rel, binary=True)
-        h = _hits(rel)
+        h = _Hits(rel)
         return _ndcg(h, k, _binary_idcg(_check_n_relevant(n_relevant, h.n_queries, h.count), k), gain)
     rel = _check_rel(rel, binary=False)
-    h = _hits(rel)
+    h = _Hits(rel)
     return _ndcg(h, k, _ideal_dcg(ideal_gains, h.n_queries, k, gain), gain)
 
 # %% ../nbs/05_metrics.ipynb #325f2152
@@ -338,10 +340,10 @@ def _per_query(h: _Hits, n: np.ndarray, ks: list) -> tuple:
         out[f"mAP@{k}"] = _ratio(_ap_sum(h, k), n)
         out[f"nDCG@{k}"] = _ndcg(h, k, _binary_idcg(n, k), "linear")
     out["mAP"] = _ratio(_ap_sum(h, h.width), n)
-    out["MRR"] = np.where(h.first >= 0, 1.0 / (h.first + 1), 0.0)
+    out["MRR"] = _ratio(1.0, h.first + 1)  # first = -1 (no hit) scores 0
     at_r = h.cols < n[h.rows]
     out["R-precision"] = _ratio(_sum_per_query(h, at_r), n)
-    out["MAP@R"] = _ratio(_sum_per_query(h, at_r, h.nth / (h.cols + 1.0)), n)
+    out["MAP@R"] = _ratio(_sum_per_query(h, at_r, h.precision), n)
     return out, hits
 
 def per_query_metrics(
@@ -352,7 +354,7 @@ def per_query_metrics(
 ) -> dict:  # {metric name: (Q,) per-query values}; queries with R = 0 score 0
     "Every metric for every query, in one pass over the hits."
     rel = _check_rel(rel)
-    h = _hits(rel)
+    h = _Hits(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
     return _per_query(h, n, cap_ks(ks, gallery_size or h.width))[0]
 
@@ -367,7 +369,7 @@ def retrieval_metrics(
     "Average every metric over the queries: P@K, R@K, HR@K, F1@K, mAP@K, nDCG@K, mAP, MRR, R-precision, MAP@R."
     if average not in ("macro", "micro"): raise ValueError(f"average must be 'macro' or 'micro', got {average!r}")
     rel = _check_rel(rel)
-    h = _hits(rel)
+    h = _Hits(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
     ks = cap_ks(ks, gallery_size or h.width)
     keep = _queries_to_average(n, no_relevant)
