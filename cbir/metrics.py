@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['K_SWEEP', 'relevance_from_labels', 'relevance_from_ids', 'precision_at_k', 'recall_at_k', 'hit_rate_at_k', 'f1_at_k',
            'reciprocal_rank', 'average_precision', 'r_precision', 'map_at_r', 'ndcg_at_k', 'rank_by_score',
-           'NoRelevantWarning', 'mean_over_queries', 'cap_ks', 'per_query_metrics', 'retrieval_metrics']
+           'NoRelevantWarning', 'mean_over_queries', 'cap_ks', 'per_query_metrics', 'retrieval_metrics',
+           'interpolated_precision']
 
 # %% ../nbs/05_metrics.ipynb #f0a4efdb
 import warnings
@@ -382,3 +383,24 @@ def retrieval_metrics(
             out[f"R@{k}"] = float(total_hits / total_r) if total_r else 0.0
             out[f"F1@{k}"] = float(2 * total_hits / (k * keep.sum() + total_r))
     return out
+
+# %% ../nbs/05_metrics.ipynb #a68ac2dd
+def interpolated_precision(
+    rel,  # (Q, K) binary relevance of the ranked results
+    n_relevant,  # (Q,) number R of relevant items of each query in the whole gallery
+    recall_levels=np.linspace(0, 1, 11),  # recall levels r in [0, 1]
+) -> np.ndarray:  # (Q, L) interpolated precision of each query at each level (0 for R = 0)
+    "Best precision reached at recall >= r, for each query and recall level r."
+    rel = _check_rel(rel)
+    h = _Hits(rel)
+    n = _check_n_relevant(n_relevant, h.n_queries, h.count)
+    levels = np.asarray(recall_levels, np.float64)
+    if levels.ndim != 1 or not ((levels >= 0) & (levels <= 1)).all():
+        raise ValueError("recall_levels must be a 1-D array of values in [0, 1]")
+    padded = np.zeros((h.n_queries, max(1, int(h.count.max(initial=0)))))
+    padded[h.rows, h.nth - 1] = h.precision  # precision at the j-th hit of each query
+    best_after = np.maximum.accumulate(padded[:, ::-1], axis=1)[:, ::-1]  # best precision at hit >= j
+    need = np.maximum(np.ceil(levels[None] * n[:, None] - 1e-9).astype(np.int64), 1)  # hits needed for recall r
+    reached = need <= h.count[:, None]
+    out = np.take_along_axis(best_after, np.minimum(need, padded.shape[1]) - 1, axis=1)
+    return np.where(reached & (n[:, None] > 0), out, 0.0)

@@ -307,3 +307,23 @@ def test_agrees_with_scikit_learn():
     ours = M.average_precision(np.take_along_axis(binary, order, 1), binary.sum(1))
     theirs = [metrics.average_precision_score(binary[q], scores[q]) for q in range(n_queries)]
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=TOL)
+
+
+def ref_interpolated_precision(row, R, levels):
+    "Best precision at any rank whose recall reaches the level (0 if no rank does)."
+    points, hits = [], 0
+    for i, r in enumerate(row):
+        if r:
+            hits += 1
+            points.append((hits / R, hits / (i + 1)))
+    return [max([p for rec, p in points if rec >= level - 1e-12], default=0.0) if R else 0.0 for level in levels]
+
+
+@pytest.mark.parametrize("n_queries,width", CASES)
+def test_interpolated_precision_matches_reference_loops(n_queries, width):
+    rng = np.random.default_rng(200 + width)
+    rel, n_rel = random_case(rng, n_queries, width)
+    levels = np.r_[np.linspace(0, 1, 11), rng.uniform(size=5), 1 / 3, 2 / 3]
+    got = M.interpolated_precision(rel, n_rel, levels)
+    want = [ref_interpolated_precision(r, R, levels) for r, R in zip(rel.astype(int).tolist(), n_rel.tolist())]
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
