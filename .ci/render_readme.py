@@ -10,7 +10,6 @@ from pathlib import Path
 from nbconvert.exporters import MarkdownExporter
 from nbdev.process import NBProcessor
 from nbdev.processors import clean_magics, filter_stream_, hide_, hide_line, rm_export, rm_header_dash, strip_ansi
-from fastcore.xtras import dict2obj
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,15 +22,17 @@ def render_readme(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
                        rm_directives=True)
     proc.process()
     cells = [c for c in proc.nb.cells if c.get("source", "").strip() or c.get("outputs")]
-    nb = nbformat.from_dict(dict(nbformat=4, nbformat_minor=5, metadata={"kernelspec": {"name": "python3",
-                                 "language": "python", "display_name": "Python 3"}}, cells=[_plain(c) for c in cells]))
+    meta = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"},
+            "language_info": {"name": "python"}}
+    nb = nbformat.from_dict(dict(nbformat=4, nbformat_minor=5, metadata=meta,
+                                 cells=[_plain(c, n) for n, c in enumerate(cells)]))
     body, _ = MarkdownExporter().from_notebook_node(nb)
     return HEADER + body.strip() + "\n"
 
 
-def _plain(cell) -> dict:
+def _plain(cell, n: int) -> dict:
     "Turn a processed nbdev cell back into a plain nbformat dict."
-    d = {"cell_type": cell.cell_type, "metadata": {}, "source": cell.source}
+    d = {"id": f"cell-{n}", "cell_type": cell.cell_type, "metadata": {}, "source": cell.source}
     if cell.cell_type == "code":
         d.update(execution_count=None, outputs=[dict(o) for o in cell.get("outputs", [])])
     return d

@@ -41,6 +41,9 @@ def test_ci_runs_the_readme_commands():
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "cbir.cli", "--help"], capture_output=True, text=True, timeout=120)
+    script = Path(sys.executable).parent / "cbir"
+    assert script.exists(), "the `cbir` console script is not installed: pip install -e ."
+    out = subprocess.run([str(script), "demo", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "demo" in out.stdout
+    for option in ["--folder", "--backbone", "-k", "--out", "--weights"]:
+        assert option in out.stdout, f"`cbir demo --help` does not explain {option}"
