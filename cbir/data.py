@@ -187,6 +187,7 @@ def __len__(self: ImageSet) -> int: return len(self.items)
 @patch
 def __getitem__(self: ImageSet, i: int) -> Image.Image:
     "The i-th image as RGB PIL (raises `ImageReadError` for an unreadable file)."
+    if isinstance(i, slice) or np.ndim(i) > 0: raise TypeError("ImageSet[i] takes one index; use ds.subset(idx) for several")
     return read_image(self.items[int(i)])
 
 @patch

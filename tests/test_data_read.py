@@ -215,3 +215,36 @@ def test_folder_of_messy_files_reads_or_reports(messy_image_folder):
         else:
             with pytest.raises(ImageReadError, match=messy_image_folder.unreadable[id_]):
                 ds[i]
+
+
+def _encoded_samples():
+    rng = np.random.default_rng(3)
+    im = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8))
+    out = []
+    for fmt, kw in [("PNG", {}), ("JPEG", {"quality": 80}), ("GIF", {}), ("BMP", {}), ("TIFF", {}), ("WEBP", {}),
+                    ("PPM", {})]:
+        buf = io.BytesIO()
+        im.save(buf, fmt, **kw)
+        out.append(buf.getvalue())
+    return out
+
+
+_SAMPLES = _encoded_samples()
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL's own warnings about corrupt metadata
+@settings(max_examples=300, deadline=None)
+@given(which=st.integers(0, len(_SAMPLES) - 1), cut=st.floats(0, 1),
+       flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6))
+def test_corrupted_files_raise_only_image_read_error(which, cut, flips):
+    data = bytearray(_SAMPLES[which][: max(1, int(len(_SAMPLES[which]) * cut))] if cut < 0.98 else _SAMPLES[which])
+    for pos, value in flips:
+        data[min(int(pos * len(data)), len(data) - 1)] = value
+    try:
+        im = read_image(bytes(data), max_pixels=10**6)  # a corrupted header must not make the test allocate GBs
+    except ImageReadError as e:
+        assert e.reason and "<bytes>" in str(e)
+    else:
+        assert im.mode == "RGB" and im.size[0] * im.size[1] >= 1
