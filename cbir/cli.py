@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['choose_weights', 'rank_gallery', 'evaluate_embedding', 'demo_metric_names', 'format_table', 'run_demo',
-           'build_parser', 'main']
+           'make_embedder', 'build_folder_index', 'search_folder_index', 'build_parser', 'main']
 
-# %% ../nbs/08_cli.ipynb #4a51ece7
+# %% ../nbs/08_cli.ipynb #bf8a474d
 import argparse
 import json
 import sys
@@ -22,7 +22,7 @@ from .index import Index
 from .metrics import relevance_from_labels, retrieval_metrics
 from .viz import save_figure, show_query_grid
 
-# %% ../nbs/08_cli.ipynb #b6d51583
+# %% ../nbs/08_cli.ipynb #e6b645a0
 def choose_weights(backbone: str, # torchvision model name, e.g. "resnet18"
                    weights: str = "auto", # "auto", "none", "DEFAULT" or a weights enum name
                    ) -> tuple[str | None, str]:
@@ -34,7 +34,7 @@ def choose_weights(backbone: str, # torchvision model name, e.g. "resnet18"
     return None, ("random initialisation: no pretrained weights in the torch cache and the demo never downloads; "
                   f"run `cbir demo --weights DEFAULT` once online to fetch and use them")
 
-# %% ../nbs/08_cli.ipynb #b8a07d1c
+# %% ../nbs/08_cli.ipynb #2f2f98f4
 def rank_gallery(queries: np.ndarray, # (Q, D) query embeddings
                  gallery: np.ndarray, # (N, D) gallery embeddings
                  gallery_ids: np.ndarray, # (N,) ids of the gallery rows
@@ -44,7 +44,7 @@ def rank_gallery(queries: np.ndarray, # (Q, D) query embeddings
     res = index.search(queries, k=index.ntotal)
     return np.asarray(res.ids), np.asarray(res.distances)
 
-# %% ../nbs/08_cli.ipynb #52f6d294
+# %% ../nbs/08_cli.ipynb #0b0442ad
 def evaluate_embedding(embedder, # anything with `.embed(images)` returning `Embeddings`
                        images: ImageSet, # the whole evaluation set
                        query_idx: np.ndarray, # rows of `images` used as queries
@@ -76,7 +76,7 @@ def evaluate_embedding(embedder, # anything with `.embed(images)` returning `Emb
     out["seconds"] = time.perf_counter() - t0
     return out
 
-# %% ../nbs/08_cli.ipynb #caf450ff
+# %% ../nbs/08_cli.ipynb #a6057396
 def demo_metric_names(ks=(1, 5, 10)) -> list[str]:
     "The rows of the demo's table: P@K, R@K, HR@K and nDCG@K at each K, then mAP and MRR."
     return [f"{m}@{k}" for m in ("P", "R", "HR", "nDCG") for k in ks] + ["mAP", "MRR"]
@@ -92,7 +92,7 @@ def format_table(results: dict, # embedding name -> {metric name: value}
     lines += [r.ljust(width) + " ".join(f"{results[n][r]:.3f}".rjust(max(9, len(n))) for n in names) for r in rows]
     return "\n".join(lines)
 
-# %% ../nbs/08_cli.ipynb #3f2c0126
+# %% ../nbs/08_cli.ipynb #78bab1e5
 def _demo_rows(images: ImageSet, copies: ImageSet, result: dict, protocol: str, n_rows: int, k: int) -> list[dict]:
     "Rows for the result grid: the first `n_rows` queries of `protocol` with their top-k results."
     pos = {i: ("images", r) for r, i in enumerate(images.ids)} | {i: ("copies", r) for r, i in enumerate(copies.ids)}
@@ -134,7 +134,64 @@ def run_demo(folder: str | None = None, backbone: str = "resnet18", weights: str
     print(f"\nwrote {grid} and {out / 'metrics.json'}  ({time.perf_counter() - t0:.1f}s in all)")
     return tables
 
-# %% ../nbs/08_cli.ipynb #63fef9a8
+# %% ../nbs/08_cli.ipynb #89674ba6
+def make_embedder(backbone: str = "resnet18", # torchvision model name, or "pixels" for the raw-pixel baseline
+                  weights: str | None = None, # weights enum name (or "X_Weights.Y"), "DEFAULT", or None for random init
+                  pooling: str = "gem", image_size: int = 224,
+                  init_seed: int = 0, # seeds a random initialisation, so the same config gives the same network
+                  download: bool = True, # allow downloading missing pretrained weights
+                  ):
+    "An embedder from the settings the CLI stores in an index sidecar."
+    if backbone == "pixels": return PixelEmbedder(image_size=image_size)
+    import torch
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        emb = Embedder.from_name(backbone, weights=weights, pooling=pooling, image_size=image_size, download=download)
+    emb.config["init_seed"] = init_seed if weights is None else None
+    return emb
+
+# %% ../nbs/08_cli.ipynb #a747df0c
+def build_folder_index(folder: str, # images in sub-folders
+                       out: str, # output folder for the index and its sidecar
+                       backbone: str = "resnet18", weights: str = "auto", pooling: str = "gem", image_size: int = 224,
+                       kind: str = "flat", # index kind: flat, ivf, hnsw, ivfpq, ... or auto
+                       metric: str = "cosine", batch_size: int = 64, progress: bool = True) -> Path:
+    "Embed every readable image of `folder`, index the vectors and save them under `out`; return the index path."
+    images = load_image_folder(folder)
+    w, why = choose_weights(backbone, weights) if backbone != "pixels" else (None, "no weights: raw pixels")
+    print(f"{images!r}\nembedder: {backbone} with {why}")
+    emb = make_embedder(backbone, w, pooling, image_size).embed(images, batch_size=batch_size, progress=progress)
+    for img_id, reason in emb.failed: print(f"  skipped {img_id}: {reason}")
+    config = {**emb.config, "gallery_root": str(Path(folder).resolve())}
+    index = Index.build(emb.vectors, ids=emb.ids, kind=kind, metric=metric, embedder_config=config)
+    path = index.save(Path(out) / "index.faiss")
+    print(f"indexed {index.ntotal} images ({len(emb.failed)} unreadable skipped) -> {path}")
+    return path
+
+# %% ../nbs/08_cli.ipynb #e157c518
+def search_folder_index(index_dir: str, # folder written by `cbir index`
+                        queries: list[str], # query image files
+                        k: int = 10, grid: str | None = None, # write a result grid PNG here
+                        ) -> list[list[tuple[str, float]]]:
+    "Search an index written by `cbir index` with query images; print and return (id, score) per query."
+    index = Index.load(Path(index_dir) / "index.faiss")
+    cfg = index.embedder_config
+    weights = cfg.get("weights")
+    embedder = make_embedder(cfg["backbone"], weights, cfg.get("pooling", "gem"), cfg["image_size"],
+                             init_seed=cfg.get("init_seed") or 0, download=False)
+    res = index.search(np.stack([embedder.embed_one(q) for q in queries]), k=k)
+    hits = [[(str(i), float(d)) for i, d in zip(ids, dists)] for ids, dists in zip(res.ids, res.distances)]
+    better = "higher is closer" if index.metric in ("cosine", "ip") else "lower is closer"
+    for q, row in zip(queries, hits):
+        print(f"{q}  ({index.metric}, {better})")
+        for rank, (i, d) in enumerate(row, 1): print(f"  {rank:3d}  {d:8.4f}  {i}")
+    if grid:
+        root = Path(cfg.get("gallery_root", "."))
+        rows = [dict(query=q, results=[root / i for i, _ in row], distances=[d for _, d in row]) for q, row in zip(queries, hits)]
+        print(f"wrote {save_figure(show_query_grid(rows, k=k), grid)}")
+    return hits
+
+# %% ../nbs/08_cli.ipynb #0ac24b68
 def build_parser() -> argparse.ArgumentParser:
     "The `cbir` argument parser."
     p = argparse.ArgumentParser(prog="cbir", description="Content-based image retrieval: embed, index, search, measure.")
@@ -151,6 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image-size", type=int, default=64, help="image side in pixels for data and models (default: 64)")
     d.add_argument("--queries-per-class", type=int, default=5, help="queries drawn from each class (default: 5)")
     d.add_argument("--seed", type=int, default=0, help="random seed for data and split (default: 0)")
+    i = sub.add_parser("index", help="embed an image folder and save a FAISS index of it",
+                       description="Embed every readable image under FOLDER, build a FAISS index and save it (with a JSON "
+                                   "sidecar naming the embedder) under --out. Unreadable images are skipped and listed.")
+    i.add_argument("folder", help="folder of images (sub-folders are searched)")
+    i.add_argument("--out", required=True, help="output folder for index.faiss and its sidecar")
+    i.add_argument("--backbone", default="resnet18", help="torchvision model name, or 'pixels' (default: resnet18)")
+    i.add_argument("--weights", default="auto", help="auto (pretrained if cached, else random init), none, DEFAULT or an enum name")
+    i.add_argument("--pooling", default="gem", choices=["gem", "avg", "max"], help="pooling of the feature map (default: gem)")
+    i.add_argument("--image-size", type=int, default=224, help="image side fed to the model (default: 224)")
+    i.add_argument("--kind", default="flat", help="index kind: flat (exact, default), auto, or an ANN kind of cbir.index")
+    i.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="similarity (default: cosine)")
+    s_ = sub.add_parser("search", help="search an index made by `cbir index` with query images",
+                        description="Embed each query image with the embedder recorded in the index sidecar and print its "
+                                    "top-K gallery images with their scores.")
+    s_.add_argument("index_dir", help="folder written by `cbir index --out`")
+    s_.add_argument("queries", nargs="+", help="query image files")
+    s_.add_argument("-k", type=int, default=10, help="results per query (default: 10)")
+    s_.add_argument("--grid", help="also write a result grid PNG to this path")
     return p
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.k < 1: parser.error("-k must be at least 1")
             run_demo(folder=args.folder, backbone=args.backbone, weights=args.weights, k=args.k, out=args.out,
                      n_images=args.n_images, image_size=args.image_size, queries_per_class=args.queries_per_class, seed=args.seed)
+        elif args.command == "index":
+            build_folder_index(args.folder, args.out, backbone=args.backbone, weights=args.weights, pooling=args.pooling,
+                               image_size=args.image_size, kind=args.kind, metric=args.metric)
+        elif args.command == "search":
+            if args.k < 1: parser.error("-k must be at least 1")
+            search_folder_index(args.index_dir, args.queries, k=args.k, grid=args.grid)
     except (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError) as e:  # our clear messages, without a traceback
         print(f"cbir {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -42,3 +42,23 @@ def test_demo_rejects_missing_folder(tmp_path):
     assert out.returncode != 0
     assert "Traceback" not in out.stderr, out.stderr
     assert "nope" in out.stderr
+
+
+def test_index_then_search_a_folder(tmp_path):
+    from cbir.data import make_shapes
+    folder = make_shapes(n=36, size=32, seed=4).to_folder(tmp_path / "imgs")
+    (folder / "circle" / "broken.jpg").write_bytes(b"not a jpeg")  # must be skipped and reported, not crash
+    script = str(Path(sys.executable).parent / "cbir")
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = subprocess.run([script, "index", str(folder), "--out", str(tmp_path / "idx"), "--backbone", "resnet18",
+                          "--weights", "none", "--image-size", "32"], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "indexed 36 images (1 unreadable skipped)" in out.stdout and "broken.jpg" in out.stdout, out.stdout
+    query = sorted((folder / "star").glob("*.png"))[0]
+    out = subprocess.run([script, "search", str(tmp_path / "idx"), str(query), "-k", "3", "--grid", str(tmp_path / "g.png")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    first = out.stdout.splitlines()[1].split()
+    assert first[0] == "1" and first[2] == query.relative_to(folder).as_posix(), out.stdout  # the image finds itself first
+    assert abs(float(first[1]) - 1.0) < 1e-4
+    assert (tmp_path / "g.png").exists()
