@@ -229,3 +229,26 @@ def test_l2_metric(shapes):
     s = Searcher.build(TinyEmbedder(), shapes, metric="l2")
     res = s.search(shapes[0], k=5)
     assert res.ids[0, 0] == shapes.ids[0] and (np.diff(res.distances, axis=1) >= 0).all()
+
+
+def test_embedder_check_survives_save_and_load(searcher, shapes, tmp_path):
+    "The embedder config travels in the index sidecar; a searcher over the loaded index still checks it."
+    path = searcher.index.save(tmp_path / "gallery.faiss")
+    loaded = Index.load(path)
+    s = Searcher(searcher.embedder, loaded, shapes)
+    np.testing.assert_array_equal(s.search(shapes[4], k=3).ids, searcher.search(shapes[4], k=3).ids)
+    with pytest.raises(ValueError, match="pooling: query embedder 'other' vs gallery 'thumb'"):
+        Searcher(TinyEmbedder(pooling="other"), loaded)
+
+
+def test_embeddings_object_is_a_batch_of_vectors(searcher, shapes):
+    emb = searcher.embedder.embed(shapes.subset([1, 2]))
+    np.testing.assert_array_equal(searcher.search(emb, k=2).ids[:, 0], shapes.ids[1:3])
+    np.testing.assert_array_equal(searcher.search_embeddings(emb, k=2).ids[:, 0], shapes.ids[1:3])
+
+
+def test_list_sources_without_ids_map_items_by_position(shapes):
+    images = [shapes[i] for i in range(12)]
+    s = Searcher.build(TinyEmbedder(), images)
+    res = s.search(images[5], k=2)
+    assert np.array_equal(np.asarray(s.items(res)[0][0]), np.asarray(images[5]))
