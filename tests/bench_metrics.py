@@ -24,7 +24,7 @@ import pytest
 from cbir import metrics as M
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_metrics_crosscheck import ref_all  # noqa: E402  one plain-loop function per metric
+from test_metrics_crosscheck import ranx_typed_lists, ref_all  # noqa: E402  one plain-loop function per metric
 
 N_QUERIES, N_RANKS, KS = 10_000, 1_000, M.K_SWEEP  # K = 1, 10, 50, 1000
 
@@ -99,20 +99,6 @@ def numpy_loop_metrics(rel, n_relevant, ks=KS):
 RANX_NAMES = {"P": "precision", "R": "recall", "HR": "hit_rate", "F1": "f1", "mAP": "map", "nDCG": "ndcg"}
 
 
-def ranx_inputs(rel, n_relevant):
-    "ranx's own typed-list form: per query an array of (doc id, score); unretrieved relevant docs get new ids."
-    from numba.typed import List
-    from ranx.utils import descending_sort_parallel
-    width = rel.shape[1]
-    run = List([np.stack([np.arange(width, dtype=np.float64), np.arange(width, 0, -1, dtype=np.float64)], 1)
-                for _ in range(len(rel))])
-    qrels = List()
-    for row, R in zip(rel, n_relevant):
-        ids = np.concatenate([np.flatnonzero(row), width + np.arange(R - row.sum())]).astype(np.float64)
-        qrels.append(np.stack([ids, np.ones_like(ids)], 1))
-    return descending_sort_parallel(qrels), descending_sort_parallel(run)
-
-
 def ranx_metric_names(ks=KS):
     names = {f"{short}@{k}": f"{long}@{k}" for k in ks for short, long in RANX_NAMES.items()}
     return {**names, "mAP": "map", "MRR": "mrr", "R-precision": "r-precision"}  # ranx has no MAP@R
@@ -139,7 +125,7 @@ def run_benchmark(n_queries=N_QUERIES, n_ranks=N_RANKS, with_ranx=True, echo=pri
     result = {"ours": t_ours, "python loops": t_loop, "fused py loops": t_fused, "numpy loops": t_nploop}
     if with_ranx:
         import ranx
-        qrels, run = ranx_inputs(rel, n_relevant)
+        qrels, run = ranx_typed_lists(rel, n_relevant)
         names = ranx_metric_names()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

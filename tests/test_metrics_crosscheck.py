@@ -237,15 +237,22 @@ def test_relevance_from_ids_matches_labels():
 # ---------------------------------------------------------------------------------------------------------
 # established libraries
 # ---------------------------------------------------------------------------------------------------------
-def _ranx_inputs(rel, n_rel):
-    "Qrels/Run dicts for ranx: ranked doc r{i} gets score W - i; unretrieved relevant docs are m{j}."
-    qrels, run = {}, {}
-    for q, (row, R) in enumerate(zip(rel.tolist(), n_rel.tolist())):
-        docs = {f"r{i}": 1 for i, r in enumerate(row) if r}
-        docs.update({f"m{j}": 1 for j in range(R - len(docs))})  # relevant but never retrieved
-        qrels[f"q{q}"] = docs
-        run[f"q{q}"] = {f"r{i}": float(len(row) - i) for i in range(len(row))}
-    return qrels, run
+def ranx_typed_lists(rel, n_relevant, grades=None):
+    """ranx's own input form (numba typed lists, one (doc id, score) array per query, best first).
+
+    Ranked doc i of a query has id i and score W - i (distinct: ranx's tie order is its own); relevant docs never
+    retrieved get fresh ids W, W+1, ...; `grades` (Q, W+extra) optionally gives graded qrels.
+    """
+    from numba.typed import List
+    from ranx.utils import descending_sort_parallel
+    width = rel.shape[1]
+    ranked = np.stack([np.arange(width, dtype=np.float64), np.arange(width, 0, -1, dtype=np.float64)], 1)
+    run, qrels = List([ranked.copy() for _ in range(len(rel))]), List()
+    for q, (row, R) in enumerate(zip(rel, n_relevant)):
+        ids = np.concatenate([np.flatnonzero(row), width + np.arange(R - row.sum())]).astype(np.float64)
+        judged = np.ones_like(ids) if grades is None else grades[q][ids.astype(int)].astype(np.float64)
+        qrels.append(np.stack([ids, judged], 1))
+    return descending_sort_parallel(qrels), descending_sort_parallel(run)
 
 
 def test_agrees_with_ranx():
@@ -254,7 +261,6 @@ def test_agrees_with_ranx():
     rel, n_rel = random_case(rng, 400, 30)
     keep = n_rel > 0  # ranx needs at least one relevant document per query in its qrels
     rel, n_rel = rel[keep], n_rel[keep]
-    qrels, run = _ranx_inputs(rel, n_rel)
     # ours <-> ranx, conventions mapped: every one of these is ranx's trec_eval-style definition
     ours = {
         "precision@5": M.precision_at_k(rel, 5), "precision@50": M.precision_at_k(rel, 50),
@@ -265,29 +271,26 @@ def test_agrees_with_ranx():
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), list(ours), return_mean=False)
-    order = [int(q[1:]) for q in ranx.Qrels(qrels).keys()]  # ranx sorts query ids
+        theirs = ranx.evaluate(*ranx_typed_lists(rel, n_rel), list(ours), return_mean=False)
     for name, values in ours.items():
-        np.testing.assert_allclose(values[order], theirs[name], rtol=0, atol=TOL, err_msg=name)
+        np.testing.assert_allclose(values, theirs[name], rtol=0, atol=TOL, err_msg=name)
 
 
 def test_graded_ndcg_agrees_with_ranx():
     ranx = pytest.importorskip("ranx")
     rng = np.random.default_rng(22)
-    qrels, run, gains, ideal = {}, {}, [], []
-    for q in range(200):
-        grades = rng.integers(0, 4, 20) * (rng.uniform(size=20) < 0.5)
-        grades[rng.integers(20)] = 3  # at least one relevant item
-        ranking = rng.permutation(20)[:12]
-        qrels[f"q{q:03d}"] = {f"d{j}": int(g) for j, g in enumerate(grades) if g > 0}
-        run[f"q{q:03d}"] = {f"d{j}": float(12 - i) for i, j in enumerate(ranking)}
-        gains.append(grades[ranking]), ideal.append(grades)
-    gains, ideal = np.array(gains, float), np.array(ideal, float)
+    grades = rng.integers(0, 4, (200, 20)) * (rng.uniform(size=(200, 20)) < 0.5)
+    grades[:, 0] = 3  # at least one relevant item per query
+    order = np.stack([rng.permutation(20) for _ in range(200)])  # each query's ranking of the 20 items
+    ranked = np.take_along_axis(grades, order, 1)[:, :12].astype(float)  # the top 12 are retrieved
+    unretrieved = np.take_along_axis(grades, order, 1)[:, 12:]
+    rel, n_rel = ranked > 0, (grades > 0).sum(1)
+    qrels_grades = np.concatenate([ranked, -np.sort(-unretrieved, 1)], 1)  # the missed relevant ones, best first
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), ["ndcg@5", "ndcg_burges@10"], return_mean=False)
-    np.testing.assert_allclose(M.ndcg_at_k(gains, 5, ideal_gains=ideal), theirs["ndcg@5"], rtol=0, atol=TOL)
-    np.testing.assert_allclose(M.ndcg_at_k(gains, 10, ideal_gains=ideal, gain="exp"), theirs["ndcg_burges@10"], rtol=0, atol=TOL)
+        theirs = ranx.evaluate(*ranx_typed_lists(rel, n_rel, qrels_grades), ["ndcg@5", "ndcg_burges@10"], return_mean=False)
+    np.testing.assert_allclose(M.ndcg_at_k(ranked, 5, ideal_gains=grades), theirs["ndcg@5"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(M.ndcg_at_k(ranked, 10, ideal_gains=grades, gain="exp"), theirs["ndcg_burges@10"], rtol=0, atol=TOL)
 
 
 def test_agrees_with_scikit_learn():
