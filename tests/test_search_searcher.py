@@ -134,7 +134,9 @@ def test_bad_queries(searcher, tmp_path):
     with pytest.raises(ValueError, match="dimension"):
         searcher.search_embeddings(np.zeros((2, 7), np.float32))
     with pytest.raises(ValueError, match="search_embeddings"):
-        searcher.search(np.zeros((4, 192), np.float32))                    # 2-D float: ambiguous
+        searcher.search(np.zeros((4, 7), np.float32))                      # 2-D float, not D columns: ambiguous
+    with pytest.raises(ValueError, match="search_embeddings"):
+        searcher.search(torch.rand(32, 32))                                # a float grayscale image: ambiguous too
     with pytest.raises(ValueError, match="NaN"):
         searcher.search_embeddings(np.full(192, np.nan))
     with pytest.raises(TypeError, match="cannot search with a dict"):
@@ -220,7 +222,8 @@ def test_k_reciprocal_through_searcher_matches_pure_function(searcher):
     want = np.argsort(dist, axis=1, kind="stable")[:, :10]
     got = searcher.search_embeddings(q, k=10, exclude=searcher.index.ids[:5], rerank=KReciprocal(k1=8, k2=3))
     np.testing.assert_array_equal(got.positions, want)
-    assert got.metric == "k_reciprocal" and (np.diff(got.distances, axis=1) >= 0).all()
+    assert got.metric == "k_reciprocal" and (np.diff(got.distances, axis=1) <= 0).all()
+    np.testing.assert_allclose(got.distances, 1 - np.take_along_axis(dist, want, 1), atol=1e-6)
     with pytest.raises(ValueError, match="max_pool"):
         searcher.search_embeddings(q, rerank=KReciprocal(max_pool=50))
 
@@ -241,6 +244,15 @@ def test_embedder_check_survives_save_and_load(searcher, shapes, tmp_path):
         Searcher(TinyEmbedder(pooling="other"), loaded)
 
 
+def test_2d_float_with_d_columns_is_a_batch_of_embeddings(searcher, shapes):
+    "What cbir.evaluate does: searcher.search(query_vectors, k) with a (Q, D) float array."
+    q = searcher.gallery_vectors[:3]
+    np.testing.assert_array_equal(searcher.search(q, k=4).ids, searcher.search_embeddings(q, k=4).ids)
+    np.testing.assert_array_equal(searcher.search(torch.from_numpy(q), k=4).ids, searcher.search_embeddings(q, k=4).ids)
+    with pytest.raises(ValueError, match="search_embeddings|cannot read"):
+        searcher.search([q])                                               # a (Q, D) batch inside a list: refused
+
+
 def test_embeddings_object_is_a_batch_of_vectors(searcher, shapes):
     emb = searcher.embedder.embed(shapes.subset([1, 2]))
     np.testing.assert_array_equal(searcher.search(emb, k=2).ids[:, 0], shapes.ids[1:3])
@@ -252,3 +264,19 @@ def test_list_sources_without_ids_map_items_by_position(shapes):
     s = Searcher.build(TinyEmbedder(), images)
     res = s.search(images[5], k=2)
     assert np.array_equal(np.asarray(s.items(res)[0][0]), np.asarray(images[5]))
+
+
+def test_default_rerank_and_evaluate(searcher, shapes):
+    "A searcher with a default re-ranking works with cbir.evaluate, which only calls search(queries, k)."
+    from cbir.evaluate import evaluate
+    q = searcher.gallery_vectors[:20]
+    for how in (None, "alpha_qe", "k_reciprocal"):
+        s = Searcher(None, searcher.index, gallery_vectors=searcher.gallery_vectors, rerank=how)
+        direct = s.search_embeddings(q, k=len(shapes))
+        report = evaluate(q, searcher=s, query_labels=shapes.labels[:20], gallery_labels=shapes.labels,
+                          query_ids=shapes.ids[:20], gallery_ids=shapes.ids)
+        # evaluate re-sorts by score: it must keep the searcher's order (larger is closer for every metric but l2)
+        from cbir.evaluate import rank_gallery
+        positions, _ = rank_gallery(q, searcher=s)
+        np.testing.assert_array_equal(positions, direct.positions)
+        assert 0 <= report.metrics["mAP"] <= 1 and report.positions.shape[0] == 20
