@@ -234,6 +234,20 @@ def test_relevance_from_ids_matches_labels():
     assert n_graded.tolist() == [2]
 
 
+def test_graded_ids_ndcg_matches_reference_loops():
+    rng = np.random.default_rng(9)
+    gallery = [f"g{i}" for i in range(25)]
+    graded = [{g: int(rng.integers(1, 4)) for g in rng.choice(gallery, int(rng.integers(0, 8)), replace=False)}
+              for _ in range(300)]
+    ranked = [list(rng.permutation(gallery)[: int(rng.integers(1, 26))]) for _ in range(300)]
+    gains, n_rel = M.relevance_from_ids(ranked, graded, gallery)
+    ideal = M.relevant_grades(graded)
+    assert n_rel.tolist() == [len(g) for g in graded]
+    for k in (1, 5, 30):
+        want = [ref_ndcg([g.get(i, 0) for i in r], list(g.values()), k) for r, g in zip(ranked, graded)]
+        np.testing.assert_allclose(M.ndcg_at_k(gains, k, ideal_gains=ideal), want, rtol=0, atol=TOL)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # established libraries
 # ---------------------------------------------------------------------------------------------------------
