@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .index import Index
+import json
+from pathlib import Path
+
+from .index import Index, atomic_write_bytes
 from .metrics import (K_SWEEP, NoRelevantWarning, interpolated_precision, ndcg_at_k, per_query_metrics,
                           retrieval_metrics)
 from . import viz
@@ -163,6 +166,29 @@ def _show_worst(self: EvaluationReport, query_images, gallery_images, n: int = 4
 
 EvaluationReport.plot_metric_at_k, EvaluationReport.plot_pr_curve = _plot_metric_at_k, _plot_pr_curve
 EvaluationReport.show_worst = _show_worst
+
+# %% ../nbs/07_evaluate.ipynb #3d75702f
+def _to_dict(self: EvaluationReport) -> dict:
+    "The averaged metrics, the cut-offs and the protocol, JSON-ready."
+    return dict(metrics=self.metrics, ks=self.ks, protocol=self.protocol)
+
+def _save(self: EvaluationReport, folder, query_images=None, gallery_images=None, n_worst: int = 4) -> dict:
+    "Write metrics.json, per_query.csv and the figures to `folder`; returns {what: path}."
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(self.per_query)
+    rows = ["query,n_relevant," + ",".join(names)] + [
+        f"{q},{self.n_relevant[q]}," + ",".join(f"{self.per_query[n][q]:.6g}" for n in names) for q in range(len(self.rel))]
+    out = dict(metrics=atomic_write_bytes(folder / "metrics.json", json.dumps(self.to_dict(), indent=2).encode()),
+               per_query=atomic_write_bytes(folder / "per_query.csv", ("\n".join(rows) + "\n").encode()),
+               metric_at_k=viz.save_figure(self.plot_metric_at_k(), folder / "metric_at_k.png"),
+               pr_curve=viz.save_figure(self.plot_pr_curve(), folder / "pr_curve.png"))
+    if query_images is not None and gallery_images is not None:
+        out["worst_queries"] = viz.save_figure(self.show_worst(query_images, gallery_images, n=n_worst),
+                                               folder / "worst_queries.png")
+    return out
+
+EvaluationReport.to_dict, EvaluationReport.save = _to_dict, _save
 
 # %% ../nbs/07_evaluate.ipynb #3b997a23
 def _vectors_and_ids(x, ids, what: str):
