@@ -280,3 +280,27 @@ def test_default_rerank_and_evaluate(searcher, shapes):
         positions, _ = rank_gallery(q, searcher=s)
         np.testing.assert_array_equal(positions, direct.positions)
         assert 0 <= report.metrics["mAP"] <= 1 and report.positions.shape[0] == 20
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_gallery_vectors_from_every_exact_storage_kind(kind):
+    rng = np.random.default_rng(1)
+    vectors = l2_normalize(rng.normal(size=(300, 16)))
+    index = Index.build(vectors, ids=[f"v{i}" for i in range(300)], kind=kind, **({"nlist": 4} if kind == "ivf" else {}))
+    np.testing.assert_allclose(Searcher(None, index).gallery_vectors, vectors, atol=1e-5)
+
+
+def test_caches_follow_index_changes():
+    "After items are removed from (or added to) the index, re-ranking uses the index's current vectors."
+    rng = np.random.default_rng(2)
+    vectors = l2_normalize(rng.normal(size=(50, 8)))
+    ids = [f"v{i}" for i in range(50)]
+    index = Index.build(vectors, ids=ids)
+    s = Searcher(None, index)
+    before = s.search_embeddings(vectors[:2], k=5, rerank="k_reciprocal")
+    assert before.ids.shape == (2, 5)
+    index.remove(["v10", "v20"])
+    np.testing.assert_allclose(s.gallery_vectors, np.delete(vectors, [10, 20], axis=0), atol=1e-6)
+    after = s.search_embeddings(vectors[:2], k=48, rerank="k_reciprocal")
+    assert after.ids.shape == (2, 48) and not np.isin(after.ids, ["v10", "v20"]).any()
+    np.testing.assert_array_equal(index.ids[after.positions], after.ids)
