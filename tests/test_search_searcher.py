@@ -304,3 +304,12 @@ def test_caches_follow_index_changes():
     after = s.search_embeddings(vectors[:2], k=48, rerank="k_reciprocal")
     assert after.ids.shape == (2, 48) and not np.isin(after.ids, ["v10", "v20"]).any()
     np.testing.assert_array_equal(index.ids[after.positions], after.ids)
+
+
+def test_rerank_settings_are_checked():
+    for bad in (dict(n=0), dict(n=2.5), dict(alpha=-1.0)):
+        with pytest.raises(ValueError, match="QueryExpansion needs"):
+            QueryExpansion(**bad)
+    for bad in (dict(k1=0), dict(k2=0), dict(lambda_=1.5)):
+        with pytest.raises(ValueError, match="KReciprocal needs"):
+            KReciprocal(**bad)
