@@ -178,3 +178,15 @@ def test_bad_input_gets_clear_errors():
         with pytest.raises((ValueError, TypeError)) as err:
             fn()
         assert message in str(err.value), (message, str(err.value))
+
+
+def test_a_cbir_search_searcher_gives_the_exact_report():
+    from cbir.search import Searcher
+    rng = np.random.default_rng(11)
+    gallery, queries = rng.normal(size=(100, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    g_labels, q_labels = rng.integers(0, 4, 100), rng.integers(0, 4, 20)
+    searcher = Searcher(None, Index.build(gallery, kind="flat", metric="cosine"))
+    via = evaluate(queries, searcher=searcher, query_labels=q_labels, gallery_labels=g_labels, ks=(1, 10))
+    exact = evaluate(queries, gallery, query_labels=q_labels, gallery_labels=g_labels, ks=(1, 10))
+    assert (via.positions == exact.positions).all()
+    assert all(abs(via.metrics[k] - exact.metrics[k]) < TOL for k in exact.metrics)
