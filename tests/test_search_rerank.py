@@ -254,3 +254,22 @@ def test_strict_and_papers_inequality_differ():
     paper = k_reciprocal_rerank(q_g, q_q, g_g)
     code = k_reciprocal_rerank(q_g, q_q, g_g, strict=True)
     assert np.abs(paper - code).max() > 1e-3
+
+
+def test_leading_ranks_equal_a_stable_full_sort_even_with_ties():
+    from cbir.search import _leading_ranks
+    rng = np.random.default_rng(0)
+    for dist in (rng.integers(0, 4, size=(50, 80)).astype(float), rng.normal(size=(50, 80))):
+        for m in (1, 2, 7, 21, 79, 80):
+            np.testing.assert_array_equal(_leading_ranks(dist, m), np.argsort(dist, axis=1, kind="stable")[:, :m])
+
+
+def test_k_reciprocal_with_duplicates_matches_loop():
+    "Exact duplicates in the pool (tied distances) are ranked by position in both implementations."
+    rng = np.random.default_rng(5)
+    g = np.repeat(rng.normal(size=(8, 3)), 3, axis=0)                  # every gallery vector three times
+    q = g[[0, 7, 14]]
+    args = pairwise_sq_l2(q, g), pairwise_sq_l2(q, q), pairwise_sq_l2(g, g)
+    for k1, k2 in ((5, 3), (20, 6)):
+        np.testing.assert_allclose(k_reciprocal_rerank(*args, k1=k1, k2=k2), loop_k_reciprocal(*args, k1, k2, 0.3),
+                                   atol=1e-9)
