@@ -249,22 +249,23 @@ FILLS = ("solid", "striped", "outline")
 SIZES = ("small", "large")
 
 # %% ../nbs/00_data.ipynb #c150f944
-def _backgrounds(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def _backgrounds(n: int, size: int, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
     "n cluttered uint8 RGB backgrounds (n, size, size, 3): gradient + stripes + noise (float32, in place, for speed)."
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
     def along(angle):  # coordinate along a direction, per image: (n, size, size)
         a = angle.astype(np.float32)[:, None, None]
         return np.cos(a) * xx + np.sin(a) * yy
     c1, c2 = rng.uniform(0, 255, (2, n, 1, 1, 3)).astype(np.float32)
+    c1, c2 = [c.mean(-1, keepdims=True) + 0.6 * (c - c.mean(-1, keepdims=True)) for c in (c1, c2)]  # muted colours
     g = np.clip(along(rng.uniform(0, 2 * np.pi, n)) + 0.5, 0, 1)
     bg = np.empty((n, size, size, 3), np.float32)
     bg[:] = c2 - c1; bg *= g[..., None]; bg += c1
     freq, phase = rng.uniform(2, 9, n).astype(np.float32), rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     stripes = np.sin(2 * np.pi * freq[:, None, None] * along(rng.uniform(0, np.pi, n)) + phase[:, None, None])
-    stripes *= rng.uniform(0, 70, (n, 1, 1)).astype(np.float32)
+    stripes *= rng.uniform(0, 70 * strength, (n, 1, 1)).astype(np.float32)
     bg += stripes[..., None] * rng.uniform(-1, 1, (n, 1, 1, 3)).astype(np.float32)
     noise = rng.standard_normal((n, size, size), dtype=np.float32)
-    noise *= rng.uniform(0, 25, (n, 1, 1)).astype(np.float32)
+    noise *= rng.uniform(0, 25 * strength, (n, 1, 1)).astype(np.float32)
     bg += noise[..., None]
     return np.clip(bg, 0, 255, out=bg).astype(np.uint8)
 
@@ -286,13 +287,13 @@ def _erode(m: np.ndarray, steps: int) -> np.ndarray:
         m = e
     return m
 
-def _draw_distractors(img: Image.Image, rng: np.random.Generator, size: int):
-    "A few random strokes and dots in random colours."
+def _draw_distractors(img: Image.Image, rng: np.random.Generator, size: int, strength: float = 1.0):
+    "A few random strokes and dots in random colours (more with `strength`)."
     draw = ImageDraw.Draw(img)
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(0, round(5 * strength) + 1)):
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
         draw.line([(x0, y0), (x1, y1)], fill=tuple(rng.integers(0, 256, 3).tolist()), width=int(rng.integers(1, 4)))
-    for _ in range(rng.integers(0, 4)):
+    for _ in range(rng.integers(0, round(3 * strength) + 1)):
         x, y, r = *rng.uniform(0, size, 2), rng.uniform(1, size / 14)
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(rng.integers(0, 256, 3).tolist()))
 
@@ -301,7 +302,7 @@ def make_shapes(n: int = 2000,  # number of images
                 size: int = 64,  # image side in pixels
                 seed: int = 0,  # everything is drawn from np.random.default_rng(seed)
                 classes: Sequence[str] | None = None,  # shape names to use (default: all 12 in SHAPES)
-                clutter: bool = True,  # cluttered backgrounds and distractors; False gives plain grey backgrounds
+                clutter: float = 0.5,  # background clutter: 0 plain grey, 0.5 moderate, 1 heavy (stripes, noise, strokes)
                ) -> ImageSet:
     "The embedded dataset: `n` generated images of shapes with nuisance variation and colour/fill/size attributes."
     classes = list(SHAPES) if classes is None else list(classes)
@@ -314,13 +315,13 @@ def make_shapes(n: int = 2000,  # number of images
     centre = radius[:, None] * 0.8 + rng.uniform(0, 1, (n, 2)) * (size - 1.6 * radius[:, None])
     angle, stripe_angle = rng.uniform(0, 2 * np.pi, (2, n))
     rgb = np.array(list(COLORS.values()), np.float32)[color] + rng.normal(0, 18, (n, 3))
-    bgs = _backgrounds(n, size, rng) if clutter else np.full((n, size, size, 3), 128, np.uint8)
+    bgs = _backgrounds(n, size, rng, clutter) if clutter > 0 else np.full((n, size, size, 3), 128, np.uint8)
     yy, xx = np.mgrid[0:size, 0:size]
     images = []
     for i in range(n):
         img = bgs[i]
-        if clutter:
-            pil = Image.fromarray(img); _draw_distractors(pil, rng, size); img = np.array(pil)
+        if clutter > 0:
+            pil = Image.fromarray(img); _draw_distractors(pil, rng, size, clutter); img = np.array(pil)
         m = _shape_mask(SHAPES[classes[labels[i]]], size, centre[i], radius[i], angle[i])
         edge = m & ~_erode(m, max(1, size // 32)) if FILLS[fill[i]] != "solid" else None
         if FILLS[fill[i]] == "striped":
