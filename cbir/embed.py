@@ -9,7 +9,7 @@ __all__ = ['POOLINGS', 'MATCH_KEYS', 'avg_pool', 'max_pool', 'gem_pool', 'GeM', 
            'pick_device', 'bf16_is_fast', 'resolve_precision', 'Embedder', 'PixelEmbedder', 'ColorHistogramEmbedder',
            'topk_overlap']
 
-# %% ../nbs/02_embed.ipynb #da86daa5
+# %% ../nbs/02_embed.ipynb #39e9daca
 import json, os, tempfile, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from . import __version__
 from .data import ImageReadError, ImageSet, load_image_folder, read_image
 from .transforms import eval_transform, resolve_weights
 
-# %% ../nbs/02_embed.ipynb #0bf20429
+# %% ../nbs/02_embed.ipynb #9fe4ccf4
 def avg_pool(x: torch.Tensor) -> torch.Tensor:
     "Global average pooling (GAP): (B, C, H, W) -> (B, C)."
     return x.mean(dim=(-2, -1))
@@ -47,7 +47,7 @@ def gem_pool(x: torch.Tensor, # (B, C, H, W) feature map
     m = x.amax(dim=(-2, -1), keepdim=True)
     return (x / m).pow(p).mean(dim=(-2, -1)).pow(1.0 / p) * m[..., 0, 0]
 
-# %% ../nbs/02_embed.ipynb #502bce5d
+# %% ../nbs/02_embed.ipynb #80ced16a
 class GeM(nn.Module):
     "GeM pooling with a learnable exponent `p`."
     def __init__(self, p: float = 3.0, eps: float = 1e-6):
@@ -71,7 +71,7 @@ def make_pooling(kind: str) -> nn.Module:
     if kind not in POOLINGS: raise ValueError(f"unknown pooling {kind!r}; choose one of {POOLINGS}")
     return GeM() if kind == "gem" else GlobalPool(kind)
 
-# %% ../nbs/02_embed.ipynb #48a65165
+# %% ../nbs/02_embed.ipynb #f578e368
 def strip_classifier(model: nn.Module) -> nn.Module:
     "The part of a torchvision classifier that gives features: a (B, C, H, W) map, or for ViTs the (B, D) class token."
     names = [n for n, _ in model.named_children()]
@@ -83,7 +83,7 @@ def strip_classifier(model: nn.Module) -> nn.Module:
     raise ValueError(f"don't know where the classifier of a {type(model).__name__} starts; "
                      "strip it yourself and pass the trunk to Embedder(module)")
 
-# %% ../nbs/02_embed.ipynb #f29df4da
+# %% ../nbs/02_embed.ipynb #1298fc68
 class WeightsUnavailableError(RuntimeError):
     "Pretrained weights are neither cached nor downloadable; the message says which file to put where."
 
@@ -100,7 +100,7 @@ def weights_available(model_name: str, weights: str | WeightsEnum | None = "DEFA
     path = weights_path(model_name, weights)
     return path is None or path.is_file()
 
-# %% ../nbs/02_embed.ipynb #6b6612e5
+# %% ../nbs/02_embed.ipynb #d7e8a5e6
 def _missing_weights_message(model_name: str, w: WeightsEnum, why: str) -> str:
     path = weights_path(model_name, w)
     return (f"pretrained weights {type(w).__name__}.{w.name} for {model_name} are not available ({why}). "
@@ -125,7 +125,7 @@ def load_backbone(model_name: str, # torchvision model name, e.g. "resnet50"
     except OSError as e:  # URLError, socket errors, ... while downloading
         raise WeightsUnavailableError(_missing_weights_message(model_name, w, f"download failed: {e}")) from e
 
-# %% ../nbs/02_embed.ipynb #3013c578
+# %% ../nbs/02_embed.ipynb #70c7ea3b
 @dataclass
 class Embeddings:
     "Embedding vectors (N, D) float32 with their ids, the embedder's config, and the (id, reason) of skipped images."
@@ -144,7 +144,7 @@ class Embeddings:
         return (f"Embeddings(n={len(self)}, dim={self.vectors.shape[1]}, backbone={self.config.get('backbone')!r}, "
                 f"pooling={self.config.get('pooling')!r}, failed={len(self.failed)})")
 
-# %% ../nbs/02_embed.ipynb #88cd6fef
+# %% ../nbs/02_embed.ipynb #512beb6b
 MATCH_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize")  # config keys that must agree
 
 def _atomic_write(path: Path, write) -> None:
@@ -165,7 +165,7 @@ def save(self: Embeddings, path: str | os.PathLike) -> Path:
     _atomic_write(Path(f"{path}.json"), lambda f: f.write(json.dumps(meta, indent=2, default=str).encode()))
     return path
 
-# %% ../nbs/02_embed.ipynb #bad98348
+# %% ../nbs/02_embed.ipynb #6d34d343
 def check_config(found: dict, expected: dict, what: str = "embeddings") -> None:
     "Raise ValueError naming both sides if `found` and `expected` disagree on any of MATCH_KEYS present in both."
     keys = [k for k in MATCH_KEYS if k in found and k in expected and found[k] != expected[k]]
@@ -188,7 +188,7 @@ def load(cls: Embeddings, path: str | os.PathLike,
     if len(ids) != meta["n"]: raise ValueError(f"{path} holds {len(ids)} embeddings but its sidecar says {meta['n']}; the files do not belong together")
     return cls(vectors, ids, meta["config"], meta.get("failed", []))
 
-# %% ../nbs/02_embed.ipynb #2e3493aa
+# %% ../nbs/02_embed.ipynb #fe45b21a
 class ImageSource(Dataset):
     "Images to embed (an ImageSet, a folder, or a list of image sources) as (id, tensor, None) or (id, None, reason)."
     def __init__(self, images, transform):
@@ -214,7 +214,7 @@ def collate_skipping_failures(batch: list) -> tuple[list, torch.Tensor | None, l
     failed = [(i, r) for i, x, r in batch if x is None]
     return [i for i, _ in ok], (torch.stack([x for _, x in ok]) if ok else None), failed
 
-# %% ../nbs/02_embed.ipynb #a0f949d0
+# %% ../nbs/02_embed.ipynb #67146e8f
 def auto_num_workers(n_images: int, batch_size: int) -> int:
     "Worker processes for decoding: 0 for small inputs, else 1 per 4 cores (at least 1, at most 4)."
     if n_images <= 2 * batch_size: return 0
@@ -239,7 +239,7 @@ class EmbedderBase:
         finally:
             if training: self.train()
 
-# %% ../nbs/02_embed.ipynb #560045e0
+# %% ../nbs/02_embed.ipynb #822dac12
 @patch
 def _run(self: EmbedderBase, loader: DataLoader, n: int, progress: bool) -> Embeddings:
     "Embed the batches of `loader`, collecting vectors, ids and failures."
@@ -262,7 +262,7 @@ def embed_one(self: EmbedderBase, src) -> np.ndarray:
         x = self.transform(read_image(src))[None].to(self.device)
         return self.encode(x)[0].float().cpu().numpy()
 
-# %% ../nbs/02_embed.ipynb #3d1eb1e3
+# %% ../nbs/02_embed.ipynb #22beec3d
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     "CUDA if available when `device` is 'auto', else the device named."
     if str(device) == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -280,7 +280,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision not in ("auto", "fp32", "bf16"): raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     return ("bf16" if bf16_is_fast(device) else "fp32") if precision == "auto" else precision
 
-# %% ../nbs/02_embed.ipynb #cdb9d067
+# %% ../nbs/02_embed.ipynb #88b3903b
 class Embedder(nn.Module, EmbedderBase):
     "Image -> L2-normalised vector with any backbone: pools a (B, C, H, W) output, keeps a (B, D) one."
     def __init__(self, module: nn.Module, # backbone without classifier (see `strip_classifier`)
@@ -295,13 +295,13 @@ class Embedder(nn.Module, EmbedderBase):
         super().__init__()
         self.device = pick_device(device)
         self.precision, self.channels_last = resolve_precision(precision, self.device), channels_last
-        self.transform = transform or eval_transform(None, image_size)
+        self.transform = transform if transform is not None else eval_transform(None, image_size)
         self.image_size = image_size or self.transform(read_image(np.zeros((8, 8, 3), np.uint8))).shape[-1]
         self.trunk, self.pool, self.normalize = module, make_pooling(pooling), normalize
         self.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
         self._setup(pooling, backbone or type(module).__name__, weights)
 
-# %% ../nbs/02_embed.ipynb #5f2ebad0
+# %% ../nbs/02_embed.ipynb #9b6f8958
 @patch
 def _setup(self: Embedder, pooling: str, backbone: str, weights: str | None):
     "Find out what the trunk outputs (one dummy forward pass) and write the config."
@@ -329,7 +329,7 @@ def encode(self: Embedder, x: torch.Tensor) -> torch.Tensor:
 
 Embedder.forward = Embedder.encode
 
-# %% ../nbs/02_embed.ipynb #13bc406a
+# %% ../nbs/02_embed.ipynb #7190b766
 @patch(cls_method=True)
 def from_name(cls: Embedder, model_name: str, # torchvision model name: resnet18, resnet50, efficientnet_b0, convnext_tiny, vit_b_16, ...
               weights: str | WeightsEnum | None = "DEFAULT", # "DEFAULT", an enum member (name), or None for random init
@@ -344,7 +344,7 @@ def from_name(cls: Embedder, model_name: str, # torchvision model name: resnet18
     return cls(strip_classifier(model), pooling=pooling, image_size=image_size, transform=transform, backbone=model_name,
                weights=None if w is None else f"{type(w).__name__}.{w.name}", **kwargs)
 
-# %% ../nbs/02_embed.ipynb #329d35a2
+# %% ../nbs/02_embed.ipynb #d678bd66
 class PixelEmbedder(EmbedderBase):
     "Raw-pixel baseline: the image resized to image_size², flattened, mean-centred and L2-normalised."
     def __init__(self, image_size: int = 32, normalize: bool = True, device: str = "cpu"):
@@ -358,7 +358,7 @@ class PixelEmbedder(EmbedderBase):
         f = x.flatten(1); f = f - f.mean(1, keepdim=True)
         return F.normalize(f, dim=1) if self.normalize else f
 
-# %% ../nbs/02_embed.ipynb #9ffab177
+# %% ../nbs/02_embed.ipynb #94164132
 class ColorHistogramEmbedder(EmbedderBase):
     "Colour baseline: square root of the joint RGB histogram (bins³ cells), L2-normalised."
     def __init__(self, bins: int = 8, image_size: int = 64, device: str = "cpu"):
@@ -373,7 +373,7 @@ class ColorHistogramEmbedder(EmbedderBase):
         hist = torch.zeros(len(x), self.dim, device=x.device).scatter_add_(1, cell, torch.ones_like(cell, dtype=torch.float32))
         return F.normalize(hist.sqrt(), dim=1)
 
-# %% ../nbs/02_embed.ipynb #5d12a4a9
+# %% ../nbs/02_embed.ipynb #adba5941
 def topk_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
     "Per query, the fraction of the k nearest neighbours (inner product, self excluded) that embeddings a and b share."
     def knn(v):

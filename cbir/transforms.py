@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['REFERENCE_MODEL', 'resolve_weights', 'preset_of', 'eval_transform', 'augment', 'near_duplicate_set']
 
-# %% ../nbs/01_transforms.ipynb #e6c92bea
+# %% ../nbs/01_transforms.ipynb #812809e0
 import numpy as np
 import torch
 from torchvision.models import get_model_weights, get_weight, list_models, WeightsEnum
 from torchvision.transforms import v2
 from .data import ImageSet
 
-# %% ../nbs/01_transforms.ipynb #c5cc66fd
+# %% ../nbs/01_transforms.ipynb #1d720c2a
 def resolve_weights(model_name: str, # a torchvision model name, e.g. "resnet18"
                     weights: str | WeightsEnum | None = "DEFAULT", # "DEFAULT", a member name, a full "X_Weights.Y" name, a member, or None
                    ) -> WeightsEnum | None:
@@ -25,7 +25,7 @@ def resolve_weights(model_name: str, # a torchvision model name, e.g. "resnet18"
     except (KeyError, ValueError):
         raise ValueError(f"{model_name} has no weights {weights!r}; choose one of {list(enum.__members__)} or None") from None
 
-# %% ../nbs/01_transforms.ipynb #591778fb
+# %% ../nbs/01_transforms.ipynb #2e257784
 REFERENCE_MODEL = "resnet50"  # whose ImageNet statistics a model without its own weights uses
 
 def preset_of(model_name_or_weights: str | WeightsEnum | None = None) -> dict:
@@ -37,7 +37,7 @@ def preset_of(model_name_or_weights: str | WeightsEnum | None = None) -> dict:
     return dict(resize_size=p.resize_size[0], crop_size=p.crop_size[0], mean=list(p.mean), std=list(p.std),
                 interpolation=p.interpolation, weights=f"{type(w).__name__}.{w.name}")
 
-# %% ../nbs/01_transforms.ipynb #deccab3a
+# %% ../nbs/01_transforms.ipynb #83d42c8c
 def eval_transform(model_name_or_weights: str | WeightsEnum | None = None, # model name (its DEFAULT weights), weights member or name, or None
                    image_size: int | None = None, # crop size override (e.g. 64 for quick tests); None keeps the backbone's
                   ) -> v2.Compose:
@@ -48,7 +48,7 @@ def eval_transform(model_name_or_weights: str | WeightsEnum | None = None, # mod
     return v2.Compose([v2.Resize(resize, interpolation=p["interpolation"], antialias=True), v2.CenterCrop(crop),
                        v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(p["mean"], p["std"])])
 
-# %% ../nbs/01_transforms.ipynb #2878e737
+# %% ../nbs/01_transforms.ipynb #d4717570
 def augment(flip: float = 0.5, # probability of a horizontal flip
             rotation: float = 15, # maximum rotation in degrees (either way)
             blur: float = 0.5, # probability of a Gaussian blur (sigma 0.1-1.5)
@@ -66,7 +66,7 @@ def augment(flip: float = 0.5, # probability of a horizontal flip
     if noise: steps.append(v2.GaussianNoise(sigma=noise, clip=True))
     return v2.Compose(steps + [v2.ToPILImage()])
 
-# %% ../nbs/01_transforms.ipynb #c4c805fa
+# %% ../nbs/01_transforms.ipynb #07d2fbaf
 def near_duplicate_set(ds: ImageSet, # the images to copy
                        query_idx, # positions in `ds` of the originals (e.g. the test queries)
                        n_copies: int = 3, # augmented copies per original
@@ -76,7 +76,7 @@ def near_duplicate_set(ds: ImageSet, # the images to copy
     "Augmented copies of `ds[query_idx]` (ids `<id>#dup<k>`) and, for each copy, the position of its original."
     query_idx = np.asarray(query_idx, dtype=np.int64).reshape(-1)
     if n_copies < 1: raise ValueError(f"n_copies must be at least 1, got {n_copies}")
-    transform = transform or augment()
+    transform = transform if transform is not None else augment()
     source_idx = np.repeat(query_idx, n_copies)
     seeds = np.random.default_rng(seed).integers(0, 2**62, size=len(source_idx))
     copies = []
@@ -87,7 +87,7 @@ def near_duplicate_set(ds: ImageSet, # the images to copy
     ids = np.array([f"{ds.ids[i]}#dup{k}" for i in query_idx for k in range(n_copies)])
     return _copy_set(ds, source_idx, copies, ids), source_idx
 
-# %% ../nbs/01_transforms.ipynb #6db6884b
+# %% ../nbs/01_transforms.ipynb #40ab6c4b
 def _copy_set(ds: ImageSet, source_idx: np.ndarray, items: list, ids: np.ndarray) -> ImageSet:
     "An ImageSet of in-memory `items` with the labels and attributes of `ds[source_idx]`."
     attrs = None if ds.attributes is None else ds.attributes[source_idx]

@@ -1,6 +1,6 @@
 """Embedding throughput: the batched pipeline vs a naive one-image-at-a-time loop vs the model alone.
 
-Run as a script (prints a table): `python tests/bench_embed.py [--n 512] [--batch-size 32] [--repeats 1]`
+Run as a script (prints a table): `python tests/bench_embed.py [--n 512] [--batch-size 32] [--rounds 4] [--variants]`
 or as a slow test: `pytest -m slow tests/test_embed_bench.py`.
 
 All numbers come from the same run on the same 512 JPEG files (generated shapes, 256 px, written to a temp
@@ -57,21 +57,22 @@ def naive_loop(paths: list[Path]) -> float:
     return len(paths) / (time.perf_counter() - t)
 
 
-def pipeline(folder: Path, n: int, batch_size: int, **kwargs) -> tuple[float, dict]:
-    "Images per second of Embedder.embed over the folder; the embedder options go in kwargs (precision, num_workers)."
-    nw = kwargs.pop("num_workers", None)
-    emb = Embedder.from_name("resnet18", weights=None, pooling="gem", **kwargs)
-    emb.embed([str(p) for p in sorted(folder.rglob("*.jpg"))[: 2 * batch_size]], batch_size=batch_size, num_workers=0, progress=False)  # warm-up
+def make_embedder(**kwargs) -> Embedder:
+    "ResNet-18, random init, 224 px, GeM, with the given Embedder options (precision, ...)."
+    return Embedder.from_name("resnet18", weights=None, pooling="gem", **kwargs)
+
+
+def pipeline(emb: Embedder, folder: Path, n: int, batch_size: int, num_workers: int | None = None) -> float:
+    "Images per second of Embedder.embed over the whole folder (DataLoader, workers, inference_mode)."
     t = time.perf_counter()
-    out = emb.embed(folder, batch_size=batch_size, num_workers=nw, progress=False)
+    out = emb.embed(folder, batch_size=batch_size, num_workers=num_workers, progress=False)
     secs = time.perf_counter() - t
     assert len(out) == n and not out.failed
-    return n / secs, dict(precision=emb.precision, num_workers=auto_num_workers(n, batch_size) if nw is None else nw)
+    return n / secs
 
 
-def model_only(n: int, batch_size: int, **kwargs) -> float:
-    "Images per second of Embedder.encode on a ready batch (same configuration as the pipeline)."
-    emb = Embedder.from_name("resnet18", weights=None, pooling="gem", **kwargs)
+def model_only(emb: Embedder, n: int, batch_size: int) -> float:
+    "Images per second of Embedder.encode on a ready-made batch (same embedder, same batch size)."
     x = torch.randn(batch_size, 3, 224, 224)
     with torch.inference_mode():
         emb.encode(x)  # warm-up
@@ -81,33 +82,44 @@ def model_only(n: int, batch_size: int, **kwargs) -> float:
     return done / (time.perf_counter() - t)
 
 
-def run_benchmark(n: int = 512, batch_size: int = 32, variants: bool = True) -> dict:
-    "Measure everything on one set of files; return {row name: images per second} plus the ratios."
+def run_benchmark(n: int = 512, batch_size: int = 32, rounds: int = 4, variants: bool = False) -> dict:
+    """Measure naive loop, pipeline and model alone in interleaved rounds on one set of files (load drifts hit all
+    three alike); the naive loop runs over a different n/rounds slice of the files each round, so all n are used.
+    Returns rows {name: [img/s per round]} and ratios {name: [per round]}."""
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         paths = write_jpegs(folder, n=n)
-        rows = {}
-        rows["naive loop (batch 1, fp32)"] = naive_loop(paths)
-        ips, info = pipeline(folder, n, batch_size)
-        default = f"pipeline default ({info['precision']}, {info['num_workers']} worker)"
-        rows[default] = ips
-        rows[f"model only ({info['precision']}, batch {batch_size})"] = model_only(n, batch_size)
+        emb = make_embedder()
+        default = f"pipeline default ({emb.precision}, {auto_num_workers(n, batch_size)} worker)"
+        model = f"model only ({emb.precision}, batch {batch_size})"
+        configs = {}
         if variants:
-            rows["pipeline fp32"] = pipeline(folder, n, batch_size, precision="fp32")[0]
-            rows[f"model only (fp32, batch {batch_size})"] = model_only(n, batch_size, precision="fp32")
-            for nw in (0, 2):
-                rows[f"pipeline {info['precision']}, {nw} workers"] = pipeline(folder, n, batch_size, num_workers=nw)[0]
-    model = rows[f"model only ({info['precision']}, batch {batch_size})"]
-    ratios = {"pipeline / naive": rows[default] / rows["naive loop (batch 1, fp32)"], "pipeline / model only": rows[default] / model}
+            configs = {"pipeline fp32 (1 worker)": (make_embedder(precision="fp32"), None),
+                       f"pipeline {emb.precision}, 0 workers": (emb, 0), f"pipeline {emb.precision}, 2 workers": (emb, 2)}
+        pipeline(emb, folder, n, batch_size)  # warm-up: kernels, file cache
+        model_fp32 = f"model only (fp32, batch {batch_size})"
+        rows = {k: [] for k in ["naive loop (batch 1, fp32)", default, model, *configs] + ([model_fp32] if variants else [])}
+        chunk = -(-n // rounds)
+        for r in range(rounds):
+            rows["naive loop (batch 1, fp32)"].append(naive_loop(paths[r * chunk:(r + 1) * chunk]))
+            rows[default].append(pipeline(emb, folder, n, batch_size))
+            rows[model].append(model_only(emb, n, batch_size))
+            for name, (e, nw) in configs.items(): rows[name].append(pipeline(e, folder, n, batch_size, nw))
+            if variants: rows[model_fp32].append(model_only(configs["pipeline fp32 (1 worker)"][0], n, batch_size))
+            print(f"  round {r + 1}/{rounds} done (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    per_round = lambda a, b: [x / y for x, y in zip(rows[a], rows[b])]
+    ratios = {"pipeline / naive": per_round(default, "naive loop (batch 1, fp32)"), "pipeline / model only": per_round(default, model)}
     if variants:
-        ratios["pipeline fp32 / model only fp32"] = rows["pipeline fp32"] / rows[f"model only (fp32, batch {batch_size})"]
+        ratios["pipeline fp32 / model only fp32"] = per_round("pipeline fp32 (1 worker)", model_fp32)
     return dict(rows=rows, ratios=ratios)
 
 
 def format_table(result: dict) -> str:
-    lines = [f"{'run':<42} {'img/s':>8}", "-" * 51]
-    lines += [f"{k:<42} {v:>8.1f}" for k, v in result["rows"].items()]
-    lines += ["-" * 51] + [f"{k:<42} {v:>8.2f}" for k, v in result["ratios"].items()]
+    "One line per row: median and min-max over rounds."
+    head = f"{'run':<42} {'median':>8} {'min':>8} {'max':>8}"
+    fmt = lambda k, v, d: f"{k:<42} {np.median(v):>8.{d}f} {min(v):>8.{d}f} {max(v):>8.{d}f}"
+    lines = [head + "   (img/s)", "-" * len(head)] + [fmt(k, v, 1) for k, v in result["rows"].items()]
+    lines += ["-" * len(head) + "   (ratios, per round)"] + [fmt(k, v, 2) for k, v in result["ratios"].items()]
     return "\n".join(lines)
 
 
@@ -115,9 +127,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--no-variants", action="store_true")
+    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds; the table shows median, min, max")
+    ap.add_argument("--variants", action="store_true", help="also fp32 and 0 / 2 decoding workers")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, load {os.getloadavg()}", file=sys.stderr)
-    for r in range(args.repeats):
-        print(format_table(run_benchmark(args.n, args.batch_size, variants=not args.no_variants)), flush=True)
+    print(format_table(run_benchmark(args.n, args.batch_size, args.rounds, args.variants)), flush=True)
