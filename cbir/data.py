@@ -98,7 +98,7 @@ def _array_to_pil(a: np.ndarray, source: str) -> Image.Image:
         raise ImageReadError(source, f"array of shape {a.shape}: expected HxW, HxWx3 or HxWx4{hint}")
     if a.size == 0: raise ImageReadError(source, f"empty array of shape {a.shape}")
     if a.dtype == np.bool_: a = a.astype(np.uint8) * 255
-    elif a.dtype == np.uint16: a = _scale_to_uint8(a, 65535)
+    elif a.dtype.kind == "u" and a.dtype.itemsize == 2: a = _scale_to_uint8(a, 65535)  # either byte order
     elif np.issubdtype(a.dtype, np.floating):
         lo, hi = float(np.min(a)), float(np.max(a))
         if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0 and hi <= 1):
@@ -107,7 +107,8 @@ def _array_to_pil(a: np.ndarray, source: str) -> Image.Image:
         a = _scale_to_uint8(a, 1.0)
     elif a.dtype != np.uint8:
         raise ImageReadError(source, f"array of dtype {a.dtype}: expected uint8, uint16, bool or float in [0, 1]")
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(a), {2: "L", 3: "RGB", 4: "RGBA"}[a.ndim if a.ndim == 2 else a.shape[-1]]))
+    mode = "L" if a.ndim == 2 else "RGB" if a.shape[-1] == 3 else "RGBA"
+    return _to_rgb(Image.fromarray(np.ascontiguousarray(a), mode))
 
 # %% ../nbs/00_data.ipynb #4c81a15b
 def read_image(src,  # path (str/Path), encoded bytes, PIL image, numpy HxW/HxWxC array, or torch CxHxW tensor
@@ -130,9 +131,11 @@ def read_image(src,  # path (str/Path), encoded bytes, PIL image, numpy HxW/HxWx
         return out.copy() if out is src else out
     if isinstance(src, torch.Tensor):
         t = src.detach().cpu()
-        if t.ndim == 3: t = t.permute(1, 2, 0)
-        elif t.ndim != 2: raise ImageReadError("<tensor>", f"tensor of shape {tuple(src.shape)}: expected CxHxW or HxW (one image, not a batch)")
-        return _array_to_pil(t.numpy(), "<tensor>")
+        if t.ndim not in (2, 3) or (t.ndim == 3 and t.shape[0] not in (1, 3, 4)):
+            raise ImageReadError("<tensor>", f"tensor of shape {tuple(src.shape)}: expected CxHxW with C in 1, 3, 4, "
+                                             "or HxW (one image, not a batch)")
+        if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64): t = t.float()  # e.g. bfloat16
+        return _array_to_pil((t.permute(1, 2, 0) if t.ndim == 3 else t).numpy(), "<tensor>")
     if isinstance(src, np.ndarray): return _array_to_pil(src, "<array>")
     raise TypeError(f"read_image: cannot read a {type(src).__name__}; pass a path, bytes, PIL image, numpy array or torch tensor")
 

@@ -144,6 +144,7 @@ def test_nothing_but_image_read_error_escapes_for_random_bytes():
     (np.full((4, 5, 3), 0.5), (128, 128, 128)),
     (np.full((4, 5), 1.0, np.float32), (255, 255, 255)),
     (np.full((4, 5), 65535, np.uint16), (255, 255, 255)),
+    (np.full((4, 5), 257 * 10, ">u2"), (10, 10, 10)),  # big-endian 16-bit
     (np.ones((4, 5), bool), (255, 255, 255)),
 ])
 def test_arrays(array, expected):
@@ -177,6 +178,12 @@ def test_tensors():
     assert read_image(torch.zeros(1, 4, 5)).size == (5, 4)
     with pytest.raises(ImageReadError, match="not a batch"):
         read_image(torch.zeros(2, 3, 4, 5))
+    with pytest.raises(ImageReadError, match="C in 1, 3, 4"):
+        read_image(torch.zeros(2, 4, 5))
+    assert read_image(torch.ones(3, 4, 5, dtype=torch.bfloat16)).getpixel((0, 0)) == (255, 255, 255)
+    assert read_image(torch.ones(3, 4, 5, dtype=torch.float16, requires_grad=True)).getpixel((0, 0)) == (255, 255, 255)
+    with pytest.raises(ImageReadError, match="dtype int64"):
+        read_image(torch.zeros(3, 4, 5, dtype=torch.int64))
     with pytest.raises(ImageReadError, match=r"must lie in \[0, 1\]"):
         read_image(torch.full((3, 4, 5), 255.0))
 
