@@ -1,5 +1,7 @@
 """cbir.search.Searcher: every kind of query, exclusion, K larger than the gallery, bad input, and re-ranking
 through the searcher checked against the pure functions plus brute force."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -313,3 +315,14 @@ def test_rerank_settings_are_checked():
     for bad in (dict(k1=0), dict(k2=0), dict(lambda_=1.5)):
         with pytest.raises(ValueError, match="KReciprocal needs"):
             KReciprocal(**bad)
+
+
+def test_build_from_a_folder(shapes, tmp_path):
+    root = shapes.subset(np.arange(24)).to_folder(tmp_path / "gallery")
+    s = Searcher.build(TinyEmbedder(), root)
+    assert s.index.ntotal == 24
+    query = next(p for p in sorted(Path(root).rglob("*.png")))
+    res = s.search(query, k=3)
+    assert (Path(root) / res.ids[0, 0]).resolve() == query.resolve() or res.distances[0, 0] > 0.999
+    hit = s.items(res)[0][0]
+    assert np.array_equal(np.asarray(hit), np.asarray(read_image(query)))
