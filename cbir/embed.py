@@ -145,7 +145,7 @@ class Embeddings:
                 f"pooling={self.config.get('pooling')!r}, failed={len(self.failed)})")
 
 # %% ../nbs/02_embed.ipynb #512beb6b
-MATCH_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize")  # config keys that must agree
+MATCH_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize", "projection")  # config keys that must agree
 
 def _atomic_write(path: Path, write) -> None:
     "Call `write(file)` on a temp file in `path`'s folder, then rename it to `path`."
@@ -291,26 +291,30 @@ class Embedder(nn.Module, EmbedderBase):
                  transform=None, # PIL -> tensor; default `eval_transform(None, image_size)` (ImageNet statistics)
                  backbone: str | None = None, weights: str | None = None, # names recorded in the config
                  precision: str = "auto", # 'fp32', 'bf16' (autocast) or 'auto' (bf16 where the hardware is fast at it)
-                 channels_last: bool = True): # NHWC memory layout for faster CPU convolutions
+                 channels_last: bool = True, # NHWC memory layout for faster CPU convolutions
+                 projection: int | None = None): # optional linear projection to this many dims (orthogonal init; meant to be trained)
         super().__init__()
         self.device = pick_device(device)
         self.precision, self.channels_last = resolve_precision(precision, self.device), channels_last
         self.transform = transform if transform is not None else eval_transform(None, image_size)
         self.image_size = image_size or self.transform(read_image(np.zeros((8, 8, 3), np.uint8))).shape[-1]
-        self.trunk, self.pool, self.normalize = module, make_pooling(pooling), normalize
+        self.trunk, self.pool, self.normalize, self.head = module, make_pooling(pooling), normalize, None
         self.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
-        self._setup(pooling, backbone or type(module).__name__, weights)
+        self._setup(pooling, backbone or type(module).__name__, weights, projection)
 
 # %% ../nbs/02_embed.ipynb #9b6f8958
 @patch
-def _setup(self: Embedder, pooling: str, backbone: str, weights: str | None):
-    "Find out what the trunk outputs (one dummy forward pass) and write the config."
+def _setup(self: Embedder, pooling: str, backbone: str, weights: str | None, projection: int | None):
+    "Find out what the trunk outputs (one dummy forward pass), add the projection, and write the config."
     with torch.inference_mode(): out = self._features(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device))
     if out.ndim not in (2, 4): raise ValueError(f"{backbone} outputs shape {tuple(out.shape)}; expected (B, C, H, W) or (B, D)")
     self.pools = out.ndim == 4
-    self.dim = out.shape[1]
+    if projection:
+        self.head = nn.Linear(out.shape[1], projection, bias=False, device=self.device)
+        nn.init.orthogonal_(self.head.weight)
+    self.dim = projection or out.shape[1]
     self.config = dict(backbone=backbone, weights=weights, pooling=pooling if self.pools else "none (module outputs vectors)",
-                       image_size=self.image_size, dim=self.dim, normalize=self.normalize,
+                       image_size=self.image_size, dim=self.dim, normalize=self.normalize, projection=projection,
                        precision=self.precision, version=__version__)
 
 @patch
@@ -325,6 +329,7 @@ def encode(self: Embedder, x: torch.Tensor) -> torch.Tensor:
     "Embeddings (B, D) of a batch of transformed images (B, 3, S, S)."
     f = self._features(x.to(self.device))
     if self.pools: f = self.pool(f)
+    if self.head is not None: f = self.head(f)
     return F.normalize(f, dim=1) if self.normalize else f
 
 Embedder.forward = Embedder.encode

@@ -95,3 +95,12 @@ def test_bf16_retrieval_agrees_with_fp32():
     assert overlap.mean() >= 0.9, overlap.mean()
     assert (a.vectors * b.vectors).sum(1).min() > 0.99  # each bf16 embedding is within ~8 degrees of its fp32 twin
     assert a.config["precision"] == "fp32" and b.config["precision"] == "bf16"
+
+
+def test_projection_head():
+    emb = Embedder.from_name("resnet18", weights=None, image_size=32, projection=64, precision="fp32")
+    assert emb.dim == 64 == emb.config["dim"] and emb.config["projection"] == 64
+    v = emb.embed_one(np.zeros((40, 40, 3), np.uint8))
+    assert v.shape == (64,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    assert "head.weight" in dict(emb.named_parameters())  # trainable with the rest
+    assert Embedder.from_name("resnet18", weights=None, image_size=32).config["projection"] is None
