@@ -302,11 +302,15 @@ def test_caches_follow_index_changes():
     s = Searcher(None, index)
     before = s.search_embeddings(vectors[:2], k=5, rerank="k_reciprocal")
     assert before.ids.shape == (2, 5)
+    s.search_embeddings(vectors[:2], k=5, rerank="aqe")                   # fills the unit-gallery cache too
     index.remove(["v10", "v20"])
     np.testing.assert_allclose(s.gallery_vectors, np.delete(vectors, [10, 20], axis=0), atol=1e-6)
     after = s.search_embeddings(vectors[:2], k=48, rerank="k_reciprocal")
     assert after.ids.shape == (2, 48) and not np.isin(after.ids, ["v10", "v20"]).any()
     np.testing.assert_array_equal(index.ids[after.positions], after.ids)
+    expanded = s.search_embeddings(vectors[:2], k=48, rerank="aqe")      # uses the current gallery, not the cached one
+    assert expanded.ids.shape == (2, 48) and not np.isin(expanded.ids, ["v10", "v20"]).any()
+    np.testing.assert_array_equal(index.ids[expanded.positions], expanded.ids)
 
 
 def test_rerank_settings_are_checked():
