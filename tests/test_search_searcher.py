@@ -311,6 +311,10 @@ def test_caches_follow_index_changes():
     expanded = s.search_embeddings(vectors[:2], k=48, rerank="aqe")      # uses the current gallery, not the cached one
     assert expanded.ids.shape == (2, 48) and not np.isin(expanded.ids, ["v10", "v20"]).any()
     np.testing.assert_array_equal(index.ids[expanded.positions], expanded.ids)
+    fresh = Searcher(None, index)
+    for how in ("aqe", "k_reciprocal"):
+        np.testing.assert_array_equal(s.search_embeddings(vectors[:5], k=10, rerank=how).ids,
+                                      fresh.search_embeddings(vectors[:5], k=10, rerank=how).ids)
 
 
 def test_rerank_settings_are_checked():
