@@ -183,3 +183,26 @@ def test_pca_whitening(tmp_path):
         w.transform(np.ones((2, 10)))
     with pytest.raises(ValueError, match="impossible"):
         PCAWhitening.fit(x, dim=30)
+
+
+def test_search_reranked_from_memmap(data, built, tmp_path):
+    base, queries, truth = data
+    np.save(tmp_path / "base.npy", base)
+    on_disk = np.load(tmp_path / "base.npy", mmap_mode="r")
+    pq = built["ivfpq"]
+    plain = recall_at_k(pq.search(queries, 10, nprobe=8).ids, truth)
+    reranked = pq.search_reranked(queries, 10, on_disk, k_factor=10, nprobe=8)
+    assert recall_at_k(reranked.ids, truth) > max(plain + 0.1, 0.9)
+    assert (np.diff(reranked.distances, axis=1) >= -1e-5).all()  # l2: ascending after exact re-ranking
+    # exact distances: equal to what a flat index reports for the same items
+    flat = built["flat"].search(queries, 10)
+    same = reranked.ids[:, 0] == flat.ids[:, 0]
+    np.testing.assert_allclose(reranked.distances[same, 0], flat.distances[same, 0], rtol=1e-4, atol=1e-4)
+    # cosine index: re-ranking normalises the stored vectors too
+    cos = Index.build(base, kind="ivf", nlist=16, metric="cosine")
+    r = cos.search_reranked(queries[:20], 5, base * 3.0, nprobe=16)
+    np.testing.assert_array_equal(r.ids, cos.search(queries[:20], 5, nprobe=16).ids)
+    # missing slots survive re-ranking as invalid, never -1
+    sparse = Index.build(base[:1000], kind="ivf", nlist=25, metric="l2")
+    r = sparse.search_reranked(queries[:10], 100, base[:1000], k_factor=1, nprobe=1)
+    assert (~r.valid).any() and -1 not in r.ids and (r.ids[~r.valid] == MISSING_INT).all()
