@@ -481,7 +481,7 @@ def _find_file(root: Path, name: str) -> Path:
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
     "Header, well-formed rows, and line numbers of malformed rows (wrong number of fields)."
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # -sig: tolerate a byte-order mark
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader)]
         rows, malformed = [], []

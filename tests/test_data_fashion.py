@@ -118,3 +118,16 @@ def test_fashion_feeds_query_gallery_split(fashion_kaggle_cache):
         kept = drop_rare_classes(ds, 2)
     q, g = query_gallery_split(kept)
     assert len(q) == len(kept.classes) == 3 and len(g) == len(kept) - 3
+
+
+def test_quoted_commas_bom_and_crlf_are_fine(tmp_path):
+    from PIL import Image
+    (tmp_path / "images").mkdir()
+    for k in range(3):
+        Image.new("RGB", (4, 4)).save(tmp_path / "images" / f"{k}.jpg")
+    text = ('\ufeffid,articleType,baseColour,productDisplayName\r\n'
+            '0,Tshirts,Red,"Tee, slim fit"\r\n1,Tshirts,Blue,Plain Tee\r\n2,Shirts,Blue,"Shirt, ""classic"""\r\n')
+    (tmp_path / "styles.csv").write_bytes(text.encode("utf-8"))
+    ds, messages = _load(path=tmp_path)
+    assert messages == [] and ds.ids.tolist() == ["0", "1", "2"]  # quoted commas are valid CSV, not malformed
+    assert ds.classes == ["Shirts", "Tshirts"] and ds.attribute_names == ["baseColour=Blue", "baseColour=Red"]
