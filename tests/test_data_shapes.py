@@ -99,3 +99,22 @@ def test_benchmark_default_size():
     print(f"make_shapes(2000, 64): {secs:.2f} s; raw-pixel mAP {m:.3f} vs chance {chance:.3f}")
     assert secs < 30  # target is < 10 s on 2 cores; generous bound for a busy machine
     assert abs(m - chance) < 0.05
+
+
+def test_size_and_fill_attributes_match_the_pixels(shapes600):
+    ds = shapes600
+    names = ds.attribute_names
+    colours = np.array(list(COLORS.values()))
+
+    def shape_pixels(i):  # pixels within colour jitter of the image's shape colour
+        px = np.asarray(ds[i]).reshape(-1, 3).astype(int)
+        return int((np.abs(px - colours[ds.attributes[i, :6].argmax()]).max(1) <= 40).sum())
+
+    counts = np.array([shape_pixels(i) for i in range(len(ds))])
+    a = lambda name: ds.attributes[:, names.index(name)]
+    solid = a("fill=solid")
+    assert np.median(counts[solid & a("size=large")]) > 2 * np.median(counts[solid & a("size=small")])
+    for size in ("size=small", "size=large"):
+        m = a(size)
+        assert np.median(counts[m & a("fill=solid")]) > np.median(counts[m & a("fill=striped")]) \
+            > np.median(counts[m & a("fill=outline")])
