@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'ImageReadError',
            'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'class_disjoint_split', 'query_gallery_split',
-           'drop_rare_classes', 'load_fashion']
+           'drop_rare_classes', 'load_fashion', 'load_attribute_file']
 
 # %% ../nbs/00_data.ipynb #6abc115f
 class ImageReadError(ValueError):
@@ -542,4 +542,50 @@ def _fashion_imageset(rows, col, label, attribute_columns, images_dir, styles, m
         parts += [f"{v} row(s) {k}" + (f" (e.g. {', '.join(missing_examples[:3])})" if "missing" in k else "")
                   for k, v in skipped.items()]
         warnings.warn(f"load_fashion: skipped {'; '.join(parts)} in {styles}; kept {len(rows)} images")
+    return ds
+
+# %% ../nbs/00_data.ipynb #dabe4bd5
+def load_attribute_file(attr_file: str | os.PathLike,  # CelebA-style attribute file (count, names, rows of +-1)
+                        images_dir: str | os.PathLike | None = None,  # folder of the images (default: beside the file)
+                        identity_file: str | os.PathLike | None = None,  # "file identity" lines: the class of each image
+                        name: str = "attributes",  # name of the set
+                       ) -> ImageSet:
+    "A lazy ImageSet with boolean attributes from a CelebA-style file; bad or image-less rows skipped, counted, warned."
+    attr_file = Path(attr_file)
+    images_dir = Path(images_dir) if images_dir is not None else attr_file.parent
+    lines = attr_file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    header = 1 if lines and lines[0].strip().isdigit() else 0  # the count line is optional
+    if len(lines) <= header: raise ValueError(f"load_attribute_file: {attr_file} has no attribute-name line")
+    names = lines[header].split()
+    identities = {}
+    if identity_file is not None:
+        for line in Path(identity_file).read_text(encoding="utf-8-sig").splitlines():
+            if len(parts := line.split()) == 2: identities[parts[0]] = parts[1]
+    on_disk = set(os.listdir(images_dir)) if images_dir.is_dir() else set()
+    files, rows, seen, skipped, examples = [], [], set(), Counter(), {}
+    for n, line in enumerate(lines[header + 1:], start=header + 2):
+        parts = line.split()
+        if not parts: continue
+        if len(parts) != len(names) + 1 or not set(parts[1:]) <= {"1", "-1", "0"}: reason = "malformed"
+        elif parts[0] in seen: reason = "with a repeated file name"
+        elif parts[0] not in on_disk: reason = "whose image file is missing"
+        elif identity_file is not None and parts[0] not in identities: reason = "with no identity"
+        else:
+            files.append(parts[0]); seen.add(parts[0]); rows.append([v == "1" for v in parts[1:]]); continue
+        skipped[reason] += 1; examples.setdefault(reason, f"line {n}")
+    return _attribute_imageset(files, rows, names, identities if identity_file is not None else None, images_dir,
+                               name, attr_file, skipped, examples)
+
+# %% ../nbs/00_data.ipynb #f853b11c
+def _attribute_imageset(files, rows, names, identities, images_dir, name, attr_file, skipped, examples) -> ImageSet:
+    "The ImageSet for load_attribute_file; warns about (and records in `.skipped`) the rows left out."
+    ident = [identities[f] for f in files] if identities is not None else ["all"] * len(files)
+    classes = sorted(set(ident), key=lambda c: (len(c), c))  # numeric identities in numeric order
+    index = {c: k for k, c in enumerate(classes)}
+    ds = ImageSet([str(images_dir / f) for f in files], [index[c] for c in ident], classes or ["all"], files,
+                  np.array(rows, bool).reshape(len(rows), len(names)), names, name=name)
+    ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
+    if skipped:
+        warnings.warn(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
+                      for k, v in skipped.items()) + f" in {attr_file}; kept {len(files)} images")
     return ds
