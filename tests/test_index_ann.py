@@ -206,3 +206,19 @@ def test_search_reranked_from_memmap(data, built, tmp_path):
     sparse = Index.build(base[:1000], kind="ivf", nlist=25, metric="l2")
     r = sparse.search_reranked(queries[:10], 100, base[:1000], k_factor=1, nprobe=1)
     assert (~r.valid).any() and -1 not in r.ids and (r.ids[~r.valid] == MISSING_INT).all()
+
+
+def test_vectors_in_row_order_after_removal(data):
+    base = data[0]
+    for kind in ("flat", "ivf", "hnsw", "ivfpq_refine", "opq"):
+        index = Index.build(base, kind=kind, metric="l2", **FAST)
+        if index.supports_removal:
+            index.remove([3, 10, 11])
+        index.add(base[[0]] + 1.0, [99_999])
+        expected = np.concatenate([base, base[[0]] + 1.0])[[i if i != 99_999 else len(base) for i in index.ids]]
+        got = index.vectors()
+        assert got.shape == (index.ntotal, 16)
+        rel = np.linalg.norm(got - expected, axis=1).mean() / np.linalg.norm(expected, axis=1).mean()
+        assert rel < (1e-6 if kind != "opq" else 0.5), (kind, rel)
+        if kind in ("ivf", "opq"):  # the temporary direct map is gone: removal still works afterwards
+            assert index.remove([99_999]) == 1
