@@ -222,3 +222,15 @@ def test_vectors_in_row_order_after_removal(data):
         assert rel < (1e-6 if kind != "opq" else 0.5), (kind, rel)
         if kind in ("ivf", "opq"):  # the temporary direct map is gone: removal still works afterwards
             assert index.remove([99_999]) == 1
+
+
+def test_training_reports_progress_and_samples(data, caplog):
+    base = data[0]
+    with caplog.at_level(logging.INFO, logger="cbir.index"):
+        index = Index.build(base, kind="ivf", nlist=16, train_size=1000, metric="l2")
+    assert "training IVF16,Flat on 1,000 of 4,000 vectors" in caplog.text and "trained IVF16,Flat in" in caplog.text
+    assert index.ntotal == 4000 and index.params["build_seconds"] >= 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cbir.index"):
+        Index.build(base[:300], kind="ivf", nlist=16, metric="l2")  # 300 < 39 * 16
+    assert "FAISS recommends at least 624" in caplog.text
