@@ -37,10 +37,13 @@ def _check_metric(metric: str) -> str:
     return metric
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+def l2_normalize(vectors: np.ndarray, # (N, D) rows or one (D,) vector
+                 eps: float = 1e-12, # rows shorter than this stay (near) zero instead of dividing by zero
+                ) -> np.ndarray:
+    """Rows scaled to unit L2 length, as C-contiguous float32 (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, eps), dtype=np.float32)
 
 # %% ../nbs/03_index.ipynb #21f97132
 def as_vectors(x, dim: int | None = None, what: str = "vectors", owner: str = "the index") -> np.ndarray:

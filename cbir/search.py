@@ -12,19 +12,18 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-import faiss
 import numpy as np
 import torch
 from fastcore.basics import patch
 from PIL import Image
 
 from .data import load_image_folder, read_image
-from .index import Index, SearchResult
+from .index import Index, SearchResult, l2_normalize
 
 # %% auto #0
-__all__ = ['EMBEDDER_KEYS', 'RERANKERS', 'split_query', 'check_same_embedder', 'Searcher', 'exclusion_sets', 'l2_normalize',
-           'expand_queries', 'nearest_neighbours', 'augment_database', 'pairwise_sq_l2', 'k_reciprocal_rerank',
-           'QueryExpansion', 'KReciprocal']
+__all__ = ['EMBEDDER_KEYS', 'RERANKERS', 'split_query', 'check_same_embedder', 'Searcher', 'exclusion_sets', 'expand_queries',
+           'nearest_neighbours', 'augment_database', 'pairwise_sq_l2', 'k_reciprocal_rerank', 'QueryExpansion',
+           'KReciprocal']
 
 # %% ../nbs/04_search.ipynb #c8864795
 def _as_vectors(x, name: str, dim: int | None = None) -> np.ndarray:
@@ -108,16 +107,7 @@ def _make_result(ids, distances, positions, metric: str) -> SearchResult:
 
 def _index_vectors(index: Index) -> np.ndarray:
     "The vectors held by `index`, in row order (exact for flat and HNSW indexes, decoded for compressed ones)."
-    keys = np.asarray(index._keys, dtype=np.int64)              # FAISS key of each row (cbir.index keeps them)
-    outer = faiss.downcast_index(index.index)
-    try:
-        if isinstance(outer, faiss.IndexIDMap):                 # rows of the wrapped index, keyed by outer.id_map
-            inner = faiss.downcast_index(outer.index)
-            stored, stored_keys = inner.reconstruct_n(0, inner.ntotal), faiss.vector_to_array(outer.id_map)
-            by_key = np.argsort(stored_keys)
-            return stored[by_key[np.searchsorted(stored_keys[by_key], keys)]]
-        if (ivf := faiss.try_extract_index_ivf(outer)) is not None: ivf.make_direct_map(True)
-        return np.stack([outer.reconstruct(int(key)) for key in keys]) if len(keys) else np.empty((0, index.dim), np.float32)
+    try: return index.vectors()
     except RuntimeError as e:
         raise ValueError(f"re-ranking needs the gallery vectors, but this {index.kind} index cannot return them "
                          f"({str(e).strip().splitlines()[-1]}): pass gallery_vectors= to Searcher") from None
@@ -273,15 +263,6 @@ def items(self: Searcher, result: SearchResult) -> list[list]:
         return [[self.images[int(p)] for p in row] for row in np.asarray(result.positions)]
     row_of = {str(i): r for r, i in enumerate(image_ids)}
     return [[self.images[row_of[str(i)]] for i in row] for row in np.asarray(result.ids)]
-
-# %% ../nbs/04_search.ipynb #5d154654
-def l2_normalize(vectors: np.ndarray, # (N, D) or (D,) vectors
-                 eps: float = 1e-12, # rows shorter than this are left at zero instead of dividing by zero
-                ) -> np.ndarray:
-    "Rows scaled to unit L2 norm, as float32."
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, eps), dtype=np.float32)
 
 # %% ../nbs/04_search.ipynb #fd2b7a65
 def expand_queries(queries: np.ndarray, # (Q, D) L2-normalised query embeddings
