@@ -216,9 +216,10 @@ def collate_skipping_failures(batch: list) -> tuple[list, torch.Tensor | None, l
 
 # %% ../nbs/02_embed.ipynb #67146e8f
 def auto_num_workers(n_images: int, batch_size: int) -> int:
-    "Worker processes for decoding: 0 for small inputs, else 1 per 4 cores (at least 1, at most 4)."
-    if n_images <= 2 * batch_size: return 0
-    return max(1, min(4, (os.cpu_count() or 1) // 4))
+    "Worker processes for decoding: 0 for small inputs or on <= 2 cores, else 1 per 4 cores (1 to 4)."
+    cores = os.cpu_count() or 1
+    if n_images <= 2 * batch_size or cores <= 2: return 0
+    return max(1, min(4, cores // 4))
 
 class EmbedderBase:
     "Shared batched extraction: subclasses define `transform`, `encode(batch) -> (B, D)`, `config` and `device`."
