@@ -23,8 +23,8 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'ImageReadError',
-           'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'class_disjoint_split', 'query_gallery_split',
-           'drop_rare_classes', 'load_fashion', 'load_attribute_file']
+           'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes', 'class_disjoint_split',
+           'query_gallery_split', 'drop_rare_classes', 'load_fashion', 'load_attribute_file']
 
 # %% ../nbs/00_data.ipynb #6abc115f
 class ImageReadError(ValueError):
@@ -365,6 +365,22 @@ def load_image_folder(root: str | os.PathLike,  # folder with one sub-folder per
         warnings.warn(f"load_image_folder({root}): skipped " + ", ".join(f"{v} file(s) {k}" for k, v in skipped.items()))
     ids = [Path(p).relative_to(root).as_posix() for p in items]
     return ImageSet(items, labels, classes, ids, name=name or root.name)
+
+# %% ../nbs/00_data.ipynb #8be81e1b
+def atomic_write_bytes(path: str | os.PathLike, # destination file; its folder is created if needed
+                       data: bytes, # the complete new contents
+                       ) -> Path:
+    "Write `data` to `path` through a temporary file in the same folder and `os.replace`."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
+    return path
 
 # %% ../nbs/00_data.ipynb #49b9e328
 def _safe_filename(s: str) -> str:

@@ -10,7 +10,7 @@ __all__ = ['POOLINGS', 'MATCH_KEYS', 'avg_pool', 'max_pool', 'gem_pool', 'GeM', 
            'topk_overlap']
 
 # %% ../nbs/02_embed.ipynb #39e9daca
-import json, os, tempfile, warnings
+import io, json, os, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import ImageReadError, ImageSet, load_image_folder, read_image
+from .data import ImageReadError, ImageSet, atomic_write_bytes, load_image_folder, read_image
 from .transforms import eval_transform, resolve_weights
 
 # %% ../nbs/02_embed.ipynb #9fe4ccf4
@@ -147,22 +147,15 @@ class Embeddings:
 # %% ../nbs/02_embed.ipynb #512beb6b
 MATCH_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize", "projection")  # config keys that must agree
 
-def _atomic_write(path: Path, write) -> None:
-    "Call `write(file)` on a temp file in `path`'s folder, then rename it to `path`."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f: write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
 
 @patch
 def save(self: Embeddings, path: str | os.PathLike) -> Path:
     "Write vectors and ids to `path` (.npz) and the config to `path`.json, atomically."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(config=self.config, n=len(self), failed=self.failed, format="cbir.embeddings/1")
-    _atomic_write(path, lambda f: np.savez(f, vectors=self.vectors, ids=self.ids))
-    _atomic_write(Path(f"{path}.json"), lambda f: f.write(json.dumps(meta, indent=2, default=str).encode()))
+    buf = io.BytesIO(); np.savez(buf, vectors=self.vectors, ids=self.ids)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(f"{path}.json", json.dumps(meta, indent=2, default=str).encode())
     return path
 
 # %% ../nbs/02_embed.ipynb #6d34d343

@@ -15,7 +15,8 @@ import numpy as np
 import json
 from pathlib import Path
 
-from .index import Index, atomic_write_bytes
+from .data import atomic_write_bytes
+from .index import Index
 from .metrics import (K_SWEEP, NoRelevantWarning, interpolated_precision, ndcg_at_k, per_query_metrics,
                           retrieval_metrics)
 from . import viz

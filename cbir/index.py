@@ -18,14 +18,14 @@ import faiss
 import numpy as np
 
 from . import __version__
+from .data import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'METRICS', 'MISSING_INT', 'MISSING_STR', 'KINDS', 'KNOBS', 'l2_normalize', 'as_vectors', 'as_ids',
            'SearchResult', 'Index', 'default_nlist', 'default_pq_m', 'factory_string', 'training_needs',
-           'atomic_write_bytes', 'make_clustered_vectors', 'recall_at_k', 'sweep_knob', 'estimate_memory',
-           'choose_index', 'PCAWhitening']
+           'make_clustered_vectors', 'recall_at_k', 'sweep_knob', 'estimate_memory', 'choose_index', 'PCAWhitening']
 
 # %% ../nbs/03_index.ipynb #e8e477bb
 METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT, "cosine": faiss.METRIC_INNER_PRODUCT}
@@ -310,20 +310,6 @@ def _build(cls, vectors, ids=None, kind: str = "flat", metric: str = "cosine", *
     return out
 
 Index.build = classmethod(_build)
-
-# %% ../nbs/03_index.ipynb #c010b6d8
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same folder and `os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
 
 # %% ../nbs/03_index.ipynb #b7e3a945
 import io

@@ -7,8 +7,8 @@ __all__ = ['HIT_COLOR', 'MISS_COLOR', 'QUERY_COLOR', 'show_query_grid', 'show_re
            'plot_pr_curve', 'project_2d', 'plot_embedding_map']
 
 # %% ../nbs/06_viz.ipynb #7478adec
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .data import read_image
+from .data import atomic_write_bytes, read_image
 
 # %% ../nbs/06_viz.ipynb #f602d7bd
 HIT_COLOR, MISS_COLOR, QUERY_COLOR = "#1a9850", "#d73027", "#4575b4"
@@ -74,16 +74,11 @@ def save_figure(fig: Figure, # the figure to write
                 close: bool = True, # close the figure after saving (frees memory in long runs)
                 ) -> Path:
     "Write `fig` to `path` as PNG, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    buf = io.BytesIO()
+    try: fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         if close: plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 # %% ../nbs/06_viz.ipynb #69c8faa0
 def plot_metric_at_k(curves: dict, # name -> (ks, values), e.g. {"resnet18": ([1, 5, 10], [0.6, 0.8, 0.9])}
