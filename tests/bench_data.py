@@ -1,4 +1,5 @@
-"""Benchmark the embedded dataset: `python tests/bench_data.py` prints make_shapes timing and raw-pixel mAP vs chance.
+"""Benchmark the embedded datasets: `python tests/bench_data.py` prints make_shapes timing and raw-pixel mAP vs chance,
+then make_glyphs timing and raw-pixel MAP@R / P@1 (PixelEmbedder + evaluate) on 100 glyph classes vs a random ranking.
 
 `python tests/bench_data.py --learn [EPOCHS]` also trains a tiny CNN classifier on the train classes (CPU, minutes)
 and reports the mAP of its features on the unseen test classes: the evidence that the task is learnable.
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-from cbir.data import ImageSet, class_disjoint_split, make_shapes
+from cbir.data import ImageSet, class_disjoint_split, make_glyphs, make_shapes
 
 
 def raw_pixel_map(ds: ImageSet) -> tuple[float, float]:
@@ -30,6 +31,27 @@ def main(n: int = 2000, size: int = 64, repeats: int = 3):
         m, chance = raw_pixel_map(test)
         print(f"split seed {seed}: test classes {test.classes}: raw-pixel mAP {m:.3f}, chance {chance:.3f}, "
               f"ratio {m / chance:.3f}")
+
+
+def glyphs_bench(n: int = 4000, n_classes: int = 200, size: int = 64, repeats: int = 3):
+    "Time make_glyphs; raw-pixel MAP@R and P@1 on classes 100..199, for the default set and plainly drawn glyphs."
+    from cbir.embed import PixelEmbedder
+    from cbir.evaluate import evaluate
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ds = make_glyphs(n, n_classes, size, seed=0)
+        times.append(time.perf_counter() - t0)
+    print(f"make_glyphs({n}, {n_classes}, {size}): best {min(times):.2f} s, median {np.median(times):.2f} s "
+          f"over {repeats} runs ({n / min(times):.0f} images/s)")
+    for what, d in (("default", ds), ("plain (clutter=0, jitter=0)", make_glyphs(n, n_classes, size, seed=0, clutter=0, jitter=0))):
+        held_out = d.subset(d.labels >= n_classes // 2, drop_unused_classes=True)
+        m = evaluate(PixelEmbedder().embed(held_out, progress=False).vectors, query_labels=held_out.labels).metrics
+        print(f"glyphs {what}: {len(held_out.classes)} classes, {len(held_out)} images: raw-pixel (32 px) "
+              f"MAP@R {m['MAP@R']:.4f}, P@1 {m['P@1']:.4f}")
+    r, g = len(held_out) // len(held_out.classes) - 1, len(held_out) - 1  # relevant items, gallery size per query
+    p, q = r / g, (r - 1) / (g - 1)
+    print(f"random ranking (expected): MAP@R {sum(p / i * (1 + (i - 1) * q) for i in range(1, r + 1)) / r:.4f}, P@1 {p:.4f}")
 
 
 def learned_map(ds: ImageSet, epochs: int = 12, seed: int = 0) -> list[tuple[int, float, float]]:
@@ -67,6 +89,7 @@ def _map_of(x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 if __name__ == "__main__":
     main()
+    glyphs_bench()
     if "--learn" in sys.argv:
         rest = sys.argv[sys.argv.index("--learn") + 1:]
         learned_map(make_shapes(2000, 64, seed=0), epochs=int(rest[0]) if rest else 12)
