@@ -15,13 +15,19 @@ def test_demo_default_run_offline(tmp_path):
     assert "random initialisation" in text and "no pretrained weights" in text, text  # says which weights and why
     for col in ["P@1", "P@5", "P@10", "R@1", "R@10", "HR@5", "mAP", "MRR", "nDCG@10"]:
         assert col in text, f"metrics table lacks {col}:\n{text}"
-    assert "class retrieval" in text and "near-duplicate retrieval" in text
+    assert "class retrieval (100 unseen classes)" in text and "near-duplicate retrieval" in text
+    assert "80 to train on, 20 to validate, 100 to test" in text, text
     metrics = json.loads((tmp_path / "cbir_out" / "metrics.json").read_text())
-    assert set(metrics) == {"class", "near-duplicate"} and all(set(t) == {"pixels", "resnet18"} for t in metrics.values())
+    names = {"pixels", "resnet18", "smallcnn-random", "smallcnn-trained"}
+    assert set(metrics) == {"class", "near-duplicate"} and all(set(t) == names for t in metrics.values())
     assert all(0.0 <= v <= 1.0 for t in metrics.values() for m in t.values() for v in m.values())
-    for name in ("pixels", "resnet18"):  # R = 3 copies among ~2,100 gallery images: chance mAP is ~0.002
+    for name in names:  # R = 3 copies among ~3,000 gallery images: chance mAP is ~0.002
         assert metrics["near-duplicate"][name]["mAP"] > 0.2, metrics["near-duplicate"][name]
-    assert (tmp_path / "cbir_out" / "results_resnet18.png").read_bytes()[:4] == b"\x89PNG"
+    cls = {name: m["mAP"] for name, m in metrics["class"].items()}  # 100 classes, R = 15: chance mAP is ~0.01
+    assert cls["smallcnn-trained"] > 0.3 and cls["smallcnn-trained"] > 5 * max(v for n, v in cls.items() if n != "smallcnn-trained"), cls
+    assert (tmp_path / "cbir_out" / "results_smallcnn-trained.png").read_bytes()[:4] == b"\x89PNG"
+    from cbir.embed import Embedder
+    assert Embedder.from_checkpoint(tmp_path / "cbir_out" / "smallcnn-trained.pt").config["backbone"] == "smallcnn"
 
 
 def test_demo_on_an_image_folder(tmp_path):
@@ -29,11 +35,11 @@ def test_demo_on_an_image_folder(tmp_path):
     folder = make_shapes(n=120, size=48, seed=3).to_folder(tmp_path / "imgs")
     script = Path(sys.executable).parent / "cbir"
     out = subprocess.run([str(script), "demo", "--folder", str(folder), "--out", str(tmp_path / "o"), "--weights", "none",
-                          "--queries-per-class", "2", "--image-size", "48", "-k", "5"],
+                          "--queries-per-class", "2", "--image-size", "48", "-k", "5", "--train-minutes", "0.1"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "24 queries" in out.stdout, out.stdout  # 12 classes x 2
-    assert (tmp_path / "o" / "results_resnet18.png").exists()
+    assert "5 to train on, 1 to validate, 6 to test" in out.stdout and "12 queries" in out.stdout, out.stdout  # 6 test classes x 2
+    assert (tmp_path / "o" / "results_smallcnn-trained.png").exists()
 
 
 def test_demo_rejects_missing_folder(tmp_path):
@@ -62,3 +68,43 @@ def test_index_then_search_a_folder(tmp_path):
     assert first[0] == "1" and first[2] == query.relative_to(folder).as_posix(), out.stdout  # the image finds itself first
     assert abs(float(first[1]) - 1.0) < 1e-4
     assert (tmp_path / "g.png").exists()
+
+
+def run_cbir(*args, timeout=600):
+    return subprocess.run([str(Path(sys.executable).parent / "cbir"), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+def test_train_then_index_and_search_with_the_checkpoint(tmp_path):
+    from cbir.data import class_disjoint_split, make_glyphs
+    seen, unseen = class_disjoint_split(make_glyphs(n=600, n_classes=40, size=32, seed=2), fractions=(0.5, 0.5), seed=0)
+    seen.to_folder(tmp_path / "seen"); unseen.to_folder(tmp_path / "unseen")
+    out = run_cbir("train", tmp_path / "seen", "--out", tmp_path / "m", "--epochs", "2", "--batch-classes", "8", "--image-size", "32")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "16 for training, 4 for validation" in out.stdout and f"checkpoint: {tmp_path / 'm' / 'best.pt'}" in out.stdout, out.stdout
+    assert (tmp_path / "m" / "last.pt").is_file() and (tmp_path / "m" / "best.pt.json").is_file()
+    out = run_cbir("index", tmp_path / "unseen", "--out", tmp_path / "idx", "--checkpoint", tmp_path / "m" / "best.pt")
+    assert out.returncode == 0, out.stdout + out.stderr
+    query = sorted((tmp_path / "unseen").rglob("*.png"))[3]
+    out = run_cbir("search", tmp_path / "idx", query, "-k", "3")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.splitlines()[1].split()[2] == query.relative_to(tmp_path / "unseen").as_posix(), out.stdout
+
+
+def test_train_on_glyphs_reports_the_held_out_classes(tmp_path):
+    out = run_cbir("train", "--glyphs", "--n-images", "800", "--n-classes", "40", "--out", tmp_path, "--epochs", "1",
+                   "--batch-classes", "8", "--loss", "ntxent", "--miner", "none")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "held-out test classes (20, never seen): MAP@R" in out.stdout, out.stdout
+
+
+def test_train_bad_input_gets_a_message(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for args, words in [(["--out", tmp_path / "m"], "either an image FOLDER or --glyphs"),
+                        ([tmp_path / "empty", "--out", tmp_path / "m"], "no image files"),
+                        ([tmp_path / "nope", "--out", tmp_path / "m"], "nope"),
+                        ([tmp_path / "empty", "--glyphs", "--out", tmp_path / "m"], "not both")]:
+        out = run_cbir("train", *args)
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+    out = run_cbir("train", "--glyphs", "--out", tmp_path / "m", "--epochs", "0")
+    assert out.returncode == 2 and "--epochs must be at least 1" in out.stderr
