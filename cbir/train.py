@@ -53,9 +53,12 @@ def embedding_spread(vectors: np.ndarray, n: int = 1000, seed: int = 0) -> float
     np.fill_diagonal(d, 0)
     return float(d.sum() / max(len(v) * (len(v) - 1), 1))
 
-def class_retrieval(vectors: np.ndarray, labels) -> dict:
+def class_retrieval(vectors: np.ndarray, # (N, D) embeddings of a set
+                    labels, # (N,) their classes (ints or names)
+                    disjoint_from=None, # training classes (same kind as labels): an error if any of them is in the set
+                   ) -> dict:
     "Leave-one-out class retrieval of a set: MAP@R, P@1 and mAP (every image a query against all the others)."
-    m = evaluate(vectors, query_labels=np.asarray(labels), ks=(1,)).metrics
+    m = evaluate(vectors, query_labels=np.asarray(labels), ks=(1,), disjoint_from=disjoint_from).metrics
     return {"MAP@R": m["MAP@R"], "P@1": m["P@1"], "mAP": m["mAP"]}
 
 # %% ../nbs/10_train.ipynb #2d4ee745
@@ -201,7 +204,7 @@ def fit(self: Trainer, epochs: int | None = None, # train until this many epochs
     total, budget = (None if epochs is None else epochs * spe), (None if minutes is None else minutes * 60)
     t_start, before, reporting = time.perf_counter(), (self.history[-1]["seconds"] if self.history else 0.0), 0.0
     self.sampler.epoch = self.epoch  # a resumed run continues the sequence of batches
-    cols = ["epoch", "seconds", "img/s", "loss", "active", "lr"] + [c for c in self._columns() if c.endswith(("MAP@R", "P@1", "spread"))]
+    cols = ["epoch", "seconds", "img/s", "loss", "active", "lr"] + [c for c in self._columns() if c.endswith((" MAP@R", " P@1", " mAP", " spread"))]
     if verbose: print(_fmt_row({}, cols, header=True))
     low, bar, stopped, warned = 0, tqdm(total=total and total - self.step, disable=not progress, unit="step"), "epochs done", False
     try:

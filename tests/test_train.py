@@ -138,3 +138,15 @@ def test_spread_matches_a_loop():
     v = np.random.default_rng(0).normal(size=(30, 5)).astype(np.float32)
     loop = np.mean([np.linalg.norm(a - b) for i, a in enumerate(v) for j, b in enumerate(v) if i != j])
     assert embedding_spread(v) == pytest.approx(loop, rel=1e-5)
+
+
+def test_a_torchvision_backbone_trains_and_checkpoints(glyph_split, tmp_path):
+    train, val, _ = glyph_split
+    torch.manual_seed(0)
+    emb = Embedder.from_name("resnet18", weights=None, image_size=32, projection=16)
+    t = Trainer(emb, train, val, loss="ntxent", miner=None, p=8, k=4, out=tmp_path)
+    t.fit(epochs=1, steps_per_epoch=1, verbose=False)
+    back = Embedder.from_checkpoint(tmp_path / "best.pt")
+    assert back.config["backbone"] == "resnet18" and back.dim == 16
+    x = t.val[0][:4]
+    np.testing.assert_allclose(embed_tensor(back, x), embed_tensor(t.embedder, x), atol=1e-5)
