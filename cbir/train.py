@@ -68,7 +68,7 @@ class Trainer:
                  train: ImageSet, # training images; their classes are what the network learns
                  val: ImageSet | None = None, # validation images of *other* classes: pick the best epoch (None: keep the last)
                  loss: str | MetricLoss = "triplet", # a name of `cbir.losses.LOSSES`, or a loss module
-                 miner: str | None = "semi_hard", # a name of `cbir.mining.MINERS`, a callable, or None (all pairs/triplets)
+                 miner: str | None = "semi_hard", # a name of `cbir.mining.MINERS`, a callable, or None (all pairs/triplets); classification losses use none
                  p: int = 32, k: int = 4, # batches of p classes x k images
                  lr: float = 1e-3, weight_decay: float = 1e-4, # AdamW, cosine-decayed to 0 over the run
                  memory: int = 0, # cross-batch memory size (0: none)
@@ -240,9 +240,11 @@ def fit(self: Trainer, epochs: int | None = None, # train until this many epochs
                               "information. Usual cures: semi-hard instead of the hardest negatives, more training classes, a "
                               "multi-negative (ntxent) or classification loss, a lower learning rate, or a warm start")
             if budget is not None and time.perf_counter() - t_start - reporting >= budget: stopped = "time budget"; break
-    finally:
-        bar.close()
+    except KeyboardInterrupt:  # Ctrl-C: keep what was trained (a NaN or another error leaves last.pt as it was)
         if self.out is not None and self.history: self.save(self.out / "last.pt")
+        raise
+    finally: bar.close()
+    if self.out is not None and self.history: self.save(self.out / "last.pt")
     if self.best_state is not None: self.embedder.load_state_dict(self.best_state)
     self.embedder.eval()
     if verbose and self.best is not None:
