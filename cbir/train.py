@@ -64,6 +64,7 @@ def class_retrieval(vectors: np.ndarray, # (N, D) embeddings of a set
 # %% ../nbs/10_train.ipynb #2d4ee745
 class Trainer:
     "Trains an embedder with a metric-learning loss on P x K batches, selecting the best epoch on validation classes."
+    select_on = "val MAP@R"  # the validation metric that picks the best epoch
     def __init__(self, embedder: Embedder, # the network to train (e.g. `Embedder.from_name("smallcnn", weights=None, projection=128)`)
                  train: ImageSet, # training images; their classes are what the network learns
                  val: ImageSet | None = None, # validation images of *other* classes: pick the best epoch (None: keep the last)
@@ -172,16 +173,21 @@ def save(self: Trainer, path: str | os.PathLike, # the .pt file (sidecar: path.j
     "Write the current weights (and what resuming needs) as a checkpoint."
     row = self.history[-1] if self.history else dict(epoch=self.epoch, step=self.step, seconds=0.0)
     extra = dict(optimizer=self.opt.state_dict(), loss=self.loss_fn.state_dict(), rng=self.gen.get_state()) if resumable else None
-    return save_checkpoint(self.embedder, path, meta=self._checkpoint_meta(row), extra=extra)
+    return self._save_weights(path, self._checkpoint_meta(row), extra)
+
+@patch
+def _save_weights(self: Trainer, path, meta: dict, extra: dict | None = None) -> Path:
+    "Write the network's weights with `meta` (and `extra` state); a subclass that trains more than the embedder overrides it."
+    return save_checkpoint(self.embedder, path, meta=meta, extra=extra)
 
 @patch
 def _select(self: Trainer, row: dict) -> bool:
     "Keep the weights of the best validation epoch (the last epoch when there is no validation set)."
-    key = "val MAP@R"
+    key = self.select_on
     if self.best is not None and key in row and row[key] <= self.best[key]: return False
     self.best = row
     self.best_state = copy.deepcopy(self.embedder.state_dict())
-    if self.out is not None: save_checkpoint(self.embedder, self.out / "best.pt", meta=self._checkpoint_meta(row))
+    if self.out is not None: self._save_weights(self.out / "best.pt", self._checkpoint_meta(row))
     return True
 
 def _fmt_row(row: dict, cols: list, header: bool = False) -> str:
@@ -251,7 +257,7 @@ def fit(self: Trainer, epochs: int | None = None, # train until this many epochs
     if verbose and self.best is not None:
         b = self.best
         print(f"stopped: {stopped} after {self.epoch} epochs ({self.history[-1]['seconds']:.0f}s); kept epoch {b['epoch']}"
-              + (f" (best val MAP@R {b['val MAP@R']:.3f})" if "val MAP@R" in b else " (the last; no validation set)"))
+              + (f" (best {self.select_on} {b[self.select_on]:.3f})" if self.select_on in b else " (the last; no validation set)"))
     return self.history
 
 @patch
@@ -266,6 +272,7 @@ def resume(cls: Trainer, path: str | os.PathLike, # a checkpoint written by `Tra
            out: str | os.PathLike | None = None, report: dict | None = None) -> Trainer:
     "A trainer that continues from a resumable checkpoint: same settings, weights, optimizer and random state."
     state, meta = load_checkpoint(path)
+    if "crossmodal" in meta: raise ValueError(f"{path} is a cross-modal (attribute search) checkpoint: resume it with cbir.crossmodal.CrossModalTrainer.resume")
     if "optimizer" not in state: raise ValueError(f"{path} holds weights only (e.g. best.pt); resume from last.pt, written with resumable=True")
     s = meta["train"]
     if meta["classes"]["train"] != list(train.classes):
