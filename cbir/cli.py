@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEMO_SPLIT', 'DEFAULT_MINERS', 'choose_weights', 'make_embedder', 'evaluate_embedding', 'demo_metric_names',
-           'format_table', 'train_demo_cnn', 'run_demo', 'train_command', 'train_attribute_model', 'build_folder_index',
-           'embedder_from_config', 'crossmodal_from_config', 'search_folder_index', 'build_parser', 'main']
+           'format_table', 'train_demo_cnn', 'run_demo', 'trainable_embedder', 'train_command', 'train_attribute_model',
+           'build_folder_index', 'embedder_from_config', 'crossmodal_from_config', 'search_folder_index',
+           'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #650ccbd8
 import argparse
@@ -173,6 +174,15 @@ def run_demo(folder: str | None = None, backbone: str = "resnet18", weights: str
     return tables
 
 # %% ../nbs/12_cli.ipynb #34bc7245
+def trainable_embedder(backbone: str, weights: str, image_size: int, dim: int, seed: int) -> Embedder:
+    "The network `cbir train` starts from: a SmallCNN, or a torchvision backbone (pretrained if asked and available), with a `dim`-d projection."
+    import torch
+    torch.manual_seed(seed)
+    if backbone == "smallcnn": return Embedder.from_name("smallcnn", weights=None, image_size=image_size, projection=dim)
+    w, why = choose_weights(backbone, weights)
+    print(f"backbone: {backbone} with {why}")
+    return Embedder.from_name(backbone, weights=w, image_size=image_size, projection=dim)
+
 DEFAULT_MINERS = {"triplet": "semi_hard", "soft_triplet": "semi_hard", "margin": "distance_weighted", "contrastive": None,
                   "ntxent": None, "normalized_softmax": None, "arcface": None}
 
@@ -202,12 +212,7 @@ def train_command(folder: str | None = None, # image folder, one sub-folder per 
         train, val = class_disjoint_split(data, fractions=(1 - val_fraction, val_fraction), seed=seed)
     print(f"data: {data!r}\nclasses: {len(train.classes)} for training, {len(val.classes)} for validation"
           + (f", {len(test.classes)} held out for the final test" if test is not None else ""))
-    torch.manual_seed(seed)
-    if backbone == "smallcnn": embedder = Embedder.from_name("smallcnn", weights=None, image_size=image_size, projection=dim)
-    else:
-        w, why = choose_weights(backbone, weights)
-        print(f"backbone: {backbone} with {why}")
-        embedder = Embedder.from_name(backbone, weights=w, image_size=image_size, projection=dim)
+    embedder = trainable_embedder(backbone, weights, image_size, dim, seed)
     miner = DEFAULT_MINERS.get(loss) if miner == "auto" else miner
     trainer = Trainer(embedder, train, val, loss=loss, miner=miner, p=p, k=k, lr=lr, memory=memory, seed=seed, out=out)
     print(trainer)
@@ -239,12 +244,7 @@ def train_attribute_model(folder: str, # the images; the table's paths are relat
     train, val = data.subset(np.sort(order[n_val:]), name="train"), data.subset(np.sort(order[:n_val]), name="val")
     print(f"data: {data!r}\nimages: {len(train)} for training, {len(val)} for validation; "
           f"{len(data.attribute_names)} attributes: {', '.join(data.attribute_names[:12])}{' ...' if len(data.attribute_names) > 12 else ''}")
-    torch.manual_seed(seed)
-    if backbone == "smallcnn": image = Embedder.from_name("smallcnn", weights=None, image_size=image_size, projection=dim)
-    else:
-        w, why = choose_weights(backbone, weights)
-        print(f"backbone: {backbone} with {why}")
-        image = Embedder.from_name(backbone, weights=w, image_size=image_size, projection=dim)
+    image = trainable_embedder(backbone, weights, image_size, dim, seed)
     model = CrossModal(image, data.attribute_names)
     trainer = CrossModalTrainer(model, train, val, loss=loss, temperature=0.2, synthetic=0 if loss == "ntxent" else 1 / 3,
                                 aux=1.0 if loss == "ntxent" else 0.0, lr=lr, batch_size=batch_size, seed=seed, out=out)
