@@ -197,7 +197,6 @@ def train_command(folder: str | None = None, # image folder, one sub-folder per 
                   attributes: str | None = None, # an attribute table (CSV or CelebA-style) of FOLDER's images: train for attribute search
                  ) -> Path:
     "Train an embedder on a folder's classes (or the glyph set), keep the best validation epoch; return its checkpoint path."
-    import torch
     if attributes is not None:
         if glyphs or folder is None: raise ValueError("--attributes needs the image FOLDER its paths are relative to (not --glyphs)")
         return train_attribute_model(folder, attributes, out, loss=loss, epochs=epochs, minutes=minutes, backbone=backbone,
@@ -233,7 +232,6 @@ def train_attribute_model(folder: str, # the images; the table's paths are relat
                           lr: float = 3e-3, val_fraction: float = 0.2, seed: int = 0, batch_size: int = 128,
                          ) -> Path:
     "Train an image encoder and an attribute encoder into one space on FOLDER's images and their attributes; return best.pt."
-    import torch
     if loss not in ("ntxent", "triplet"):
         raise ValueError(f"--attributes trains with --loss ntxent (default) or triplet, not {loss!r}")
     if not 0 < val_fraction < 1: raise ValueError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
