@@ -1,9 +1,11 @@
 """Render README.md from nbs/index.ipynb without quarto.
 
 nbdev's own cell processors hide `#| hide` cells, strip directives and `#| export` markers,
-then nbconvert writes markdown. `python .ci/render_readme.py` rewrites README.md;
+then nbconvert writes markdown. Relative links in the notebook (`00_data.ipynb`) are relative to nbs/,
+so they get an `nbs/` prefix in README.md, which sits one folder up. `python .ci/render_readme.py` rewrites README.md;
 `python .ci/render_readme.py --check` exits 1 when README.md is out of date.
 """
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +29,12 @@ def render_readme(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
     nb = nbformat.from_dict(dict(nbformat=4, nbformat_minor=5, metadata=meta,
                                  cells=[_plain(c, n) for n, c in enumerate(cells)]))
     body, _ = MarkdownExporter().from_notebook_node(nb)
-    return HEADER + body.strip() + "\n"
+    return HEADER + relink(body.strip(), nb_path.parent.relative_to(ROOT).as_posix()) + "\n"
+
+
+def relink(md: str, prefix: str) -> str:
+    "Prefix relative markdown links (`[x](00_data.ipynb)`) with the notebook's folder, `prefix`."
+    return re.sub(r"\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)\)", lambda m: f"]({prefix}/{m.group(1)})", md)
 
 
 def _plain(cell, n: int) -> dict:
