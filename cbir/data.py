@@ -195,6 +195,13 @@ def __getitem__(self: ImageSet, i: int) -> Image.Image:
     return read_image(self.items[int(i)])
 
 @patch
+def __repr__(self: ImageSet) -> str:
+    shown = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
+    attrs = f", attributes={len(self.attribute_names)}" if self.attributes is not None else ""
+    return f"ImageSet({self.name!r}, n={len(self)}, classes={len(self.classes)} [{shown}]{attrs})"
+
+# %% ../nbs/00_data.ipynb #8feaa060
+@patch
 def subset(self: ImageSet,
            idx,  # int indices or a boolean mask of length N
            drop_unused_classes: bool = False,  # renumber labels to the classes present in the subset
@@ -212,12 +219,6 @@ def subset(self: ImageSet,
         classes, labels = [self.classes[k] for k in kept], np.searchsorted(kept, labels)
     return ImageSet([self.items[i] for i in idx], labels, classes, self.ids[idx],
                     None if self.attributes is None else self.attributes[idx], self.attribute_names, name or self.name)
-
-@patch
-def __repr__(self: ImageSet) -> str:
-    shown = ", ".join(self.classes[:6]) + (", ..." if len(self.classes) > 6 else "")
-    attrs = f", attributes={len(self.attribute_names)}" if self.attributes is not None else ""
-    return f"ImageSet({self.name!r}, n={len(self)}, classes={len(self.classes)} [{shown}]{attrs})"
 
 # %% ../nbs/00_data.ipynb #04bf8824
 def _regular(k: int, r: float = 1.0, phase: float = 0.0, center=(0.0, 0.0)) -> np.ndarray:
@@ -475,6 +476,7 @@ def query_gallery_split(labels,  # class label per image (N,), or an ImageSet
     for v in values: is_query[rng.choice(np.flatnonzero(labels == v), n_queries_per_class, replace=False)] = True
     return np.flatnonzero(is_query).astype(np.int64), np.flatnonzero(~is_query).astype(np.int64)
 
+# %% ../nbs/00_data.ipynb #56f80cf5
 def drop_rare_classes(ds: ImageSet, min_count: int = 2) -> ImageSet:
     "The subset of `ds` whose classes have at least `min_count` images (classes renumbered); warns what was dropped."
     counts = np.bincount(ds.labels, minlength=len(ds.classes))

@@ -39,14 +39,15 @@ def max_pool(x: torch.Tensor) -> torch.Tensor:
     "Global max pooling (MAC): (B, C, H, W) -> (B, C)."
     return x.amax(dim=(-2, -1))
 
-def gem_pool(x: torch.Tensor, # (B, C, H, W) feature map
-             p: float | torch.Tensor = 3.0, # the exponent: 1 is average pooling, large tends to max pooling
-             eps: float = 1e-6, # activations are clamped to at least eps
+def gem_pool(x: torch.Tensor, # (B, C, H, W) feature map, any sign
+             p: float | torch.Tensor = 3.0, # the exponent: 1 is average pooling, large tends to the signed max
+             eps: float = 1e-6, # magnitudes below eps times the channel's largest |x| are raised to that (finite gradients at 0)
             ) -> torch.Tensor:
-    "Generalised-mean (GeM) pooling: (B, C, H, W) -> (B, C)."
-    x = x.clamp(min=eps)
-    m = x.amax(dim=(-2, -1), keepdim=True)
-    return (x / m).pow(p).mean(dim=(-2, -1)).pow(1.0 / p) * m[..., 0, 0]
+    "Sign-preserving generalised-mean (GeM) pooling sign(m)·|m|^(1/p), m = mean(sign(x)·|x|^p): (B, C, H, W) -> (B, C)."
+    s = x.detach().abs().amax(dim=(-2, -1), keepdim=True).clamp(min=torch.finfo(x.dtype).tiny)  # per-channel scale
+    a = x / s  # in [-1, 1]: no overflow for large p, and eps is relative to the channel's own scale
+    m = (a.sign() * a.abs().clamp(min=eps).pow(p)).mean(dim=(-2, -1))
+    return m.sign() * m.abs().clamp(min=eps ** p).pow(1.0 / p) * s[..., 0, 0]
 
 # %% ../nbs/02_embed.ipynb #80ced16a
 class GeM(nn.Module):
@@ -77,7 +78,12 @@ def strip_classifier(model: nn.Module) -> nn.Module:
     "The part of a torchvision classifier that gives features: a (B, C, H, W) map, or for ViTs the (B, D) class token."
     names = [n for n, _ in model.named_children()]
     if names[-2:] == ["avgpool", "fc"]: return nn.Sequential(*list(model.children())[:-2])
-    if hasattr(model, "features") and isinstance(model.features, nn.Module): return model.features
+    if hasattr(model, "permute") and hasattr(model, "norm") and hasattr(model, "features"):  # Swin: NHWC features
+        return nn.Sequential(model.features, model.norm, model.permute)
+    if hasattr(model, "features") and isinstance(model.features, nn.Module):
+        if type(model).__name__ == "DenseNet" and "relu_out" not in dict(model.features.named_children()):
+            model.features.add_module("relu_out", nn.ReLU())  # what DenseNet.forward applies before pooling
+        return model.features
     if hasattr(model, "heads") and hasattr(model, "class_token"):
         model.heads = nn.Identity()
         return model
@@ -297,7 +303,7 @@ class Embedder(nn.Module, EmbedderBase):
         self.to(self.device, memory_format=torch.channels_last if channels_last else torch.preserve_format).eval()
         self._setup(pooling, backbone or type(module).__name__, weights, projection)
 
-# %% ../nbs/02_embed.ipynb #9b6f8958
+# %% ../nbs/02_embed.ipynb #3332aa97
 @patch
 def _setup(self: Embedder, pooling: str, backbone: str, weights: str | None, projection: int | None):
     "Find out what the trunk outputs (one dummy forward pass), add the projection, and write the config."
@@ -325,9 +331,12 @@ def encode(self: Embedder, x: torch.Tensor) -> torch.Tensor:
     f = self._features(x.to(self.device))
     if self.pools: f = self.pool(f)
     if self.head is not None: f = self.head(f)
-    return F.normalize(f, dim=1) if self.normalize else f
+    return F.normalize(f, dim=1, eps=torch.finfo(f.dtype).tiny) if self.normalize else f  # tiny eps: random-init maps can be ~1e-14
 
-Embedder.forward = Embedder.encode
+@patch
+def forward(self: Embedder, x: torch.Tensor) -> torch.Tensor:
+    "The module's forward pass: the same as `encode`, so an Embedder can sit inside a training loop."
+    return self.encode(x)
 
 # %% ../nbs/02_embed.ipynb #b8777d7d
 class SmallCNN(nn.Sequential):
