@@ -50,6 +50,7 @@ def _array_kind(x) -> tuple[int, bool]:
     if isinstance(x, torch.Tensor): return x.ndim, x.is_floating_point()
     return x.ndim, np.issubdtype(x.dtype, np.floating)
 
+# %% ../nbs/04_search.ipynb #faf69b0c
 def _single_query(q, batch_ok: bool = False, dim: int | None = None) -> list[tuple[str, object]]:
     if isinstance(q, _IMAGE_LIKE): return [("image", q)]
     if isinstance(q, (list, tuple)) and len(q) and all(isinstance(v, numbers.Number) for v in q):
@@ -177,6 +178,7 @@ def embed_queries(self: Searcher, query) -> np.ndarray:
             out[i] = _as_vectors(v, "query embeddings", dim)[0]
     return out
 
+# %% ../nbs/04_search.ipynb #8cc2af45
 @patch
 def _embed_images(self: Searcher, images: list) -> np.ndarray:
     embeddings = self.embedder.embed(images, progress=False)
@@ -297,6 +299,7 @@ def nearest_neighbours(queries: np.ndarray, # (Q, D) embeddings
         out[start:start + chunk] = np.argsort(-sims, axis=1, kind="stable")[:, :n]
     return out
 
+# %% ../nbs/04_search.ipynb #ab7b8b37
 def augment_database(gallery: np.ndarray, # (N, D) L2-normalised gallery embeddings
                      n: int = 10, # neighbours averaged into each gallery vector
                      alpha: float = 3.0, # weight exponent, as in `expand_queries`
@@ -313,6 +316,7 @@ def pairwise_sq_l2(a: np.ndarray, # (A, D) vectors
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return np.maximum(d, 0)
 
+# %% ../nbs/04_search.ipynb #281a9e51
 def _leading_ranks(dist: np.ndarray, m: int) -> np.ndarray:
     "The first m columns of np.argsort(dist, axis=1, kind='stable'), without sorting whole rows."
     if m >= dist.shape[1] - 1: return np.argsort(dist, axis=1, kind="stable")[:, :m]
@@ -396,6 +400,7 @@ class QueryExpansion:
         if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 1 or self.alpha < 0:
             raise ValueError(f"QueryExpansion needs an integer n >= 1 and alpha >= 0, got n={self.n!r}, alpha={self.alpha!r}")
 
+# %% ../nbs/04_search.ipynb #e3d42244
 @dataclass(frozen=True)
 class KReciprocal:
     "Re-rank the whole gallery by k-reciprocal encoding (Zhong et al. 2017) on squared L2 distances (unit vectors for cosine)."
@@ -416,7 +421,7 @@ def _reranker(rerank):
     if isinstance(rerank, str) and rerank in RERANKERS: return RERANKERS[rerank]
     raise ValueError(f"unknown rerank={rerank!r}: use 'none', one of {sorted(RERANKERS)}, QueryExpansion(...) or KReciprocal(...)")
 
-# %% ../nbs/04_search.ipynb #71999c02
+# %% ../nbs/04_search.ipynb #19d5fb93
 @patch
 def _search_expanded(self: Searcher, vectors: np.ndarray, k: int, excludes: list, qe: QueryExpansion) -> SearchResult:
     "Query expansion: first search for qe.n hits, merge them into the query, search again."
@@ -427,6 +432,7 @@ def _search_expanded(self: Searcher, vectors: np.ndarray, k: int, excludes: list
     expanded = expand_queries(l2_normalize(vectors), gallery, first.positions, alpha=qe.alpha)
     return self._search_excluding(expanded, k, excludes)
 
+# %% ../nbs/04_search.ipynb #41f45e0f
 @patch
 def _search_k_reciprocal(self: Searcher, vectors: np.ndarray, k: int, excludes: list, kr: KReciprocal) -> SearchResult:
     "k-reciprocal re-ranking over the whole gallery; the scores are 1 - d*, so larger is closer as for cosine."
