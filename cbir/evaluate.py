@@ -120,60 +120,102 @@ class EvaluationReport:
     precision_curve: np.ndarray  # mean interpolated precision at each recall level (averaged queries only)
     protocol: dict = field(default_factory=dict)  # what was done: metric, leave_one_out, junk, policy, ...
 
-    def table(self) -> str:
-        "The averaged metrics as a markdown table: metric@K for every K, then the rank-wide metrics."
-        names = [n for n in _AT_K + ("nDCG graded",) if f"{n}@{self.ks[0]}" in self.metrics]
-        lines = ["| metric | " + " | ".join(f"K={k}" for k in self.ks) + " |", "|---" * (len(self.ks) + 1) + "|"]
-        lines += [f"| {n}@K | " + " | ".join(f"{self.metrics[f'{n}@{k}']:.4f}" for k in self.ks) + " |" for n in names]
-        rest = [n for n in ("mAP", "MRR", "R-precision", "MAP@R") if n in self.metrics]
-        return "\n".join(lines + [f"| {n} | {self.metrics[n]:.4f} |" + " |" * (len(self.ks) - 1) for n in rest])
-
     def __repr__(self) -> str:
         p, m = self.protocol, self.metrics
         return (f"EvaluationReport({p.get('n_queries')} queries, gallery {p.get('n_gallery')}, ks={self.ks}, "
                 f"mAP={m['mAP']:.4f}, MRR={m['MRR']:.4f})")
 
-    def _repr_markdown_(self) -> str:
-        p = self.protocol
-        return (f"**{p.get('n_queries')} queries, gallery of {p.get('n_gallery')}**, {p.get('metric')}, "
-                f"relevance from {p.get('relevance')}, leave-one-out={p.get('leave_one_out')}, "
-                f"averaged over {p.get('n_averaged')} queries (no_relevant={p.get('no_relevant')!r})\n\n" + self.table())
+# %% ../nbs/07_evaluate.ipynb #9f77f535
+from fastcore.basics import patch
 
-    def worst_queries(self, n: int = 5, by: str = "mAP") -> np.ndarray:
-        "Indices of the `n` queries with the lowest per-query `by` (among queries with relevant items)."
-        if by not in self.per_query: raise ValueError(f"unknown metric {by!r}; choose from {list(self.per_query)}")
-        candidates = np.flatnonzero(self.n_relevant > 0)
-        return candidates[np.argsort(self.per_query[by][candidates], kind="stable")[:n]]
+@patch
+def table(self: EvaluationReport) -> str:
+    "The averaged metrics as a markdown table: metric@K for every K, then the rank-wide metrics."
+    names = [n for n in _AT_K + ("nDCG graded",) if f"{n}@{self.ks[0]}" in self.metrics]
+    lines = ["| metric | " + " | ".join(f"K={k}" for k in self.ks) + " |", "|---" * (len(self.ks) + 1) + "|"]
+    lines += [f"| {n}@K | " + " | ".join(f"{self.metrics[f'{n}@{k}']:.4f}" for k in self.ks) + " |" for n in names]
+    rest = [n for n in ("mAP", "MRR", "R-precision", "MAP@R") if n in self.metrics]
+    return "\n".join(lines + [f"| {n} | {self.metrics[n]:.4f} |" + " |" * (len(self.ks) - 1) for n in rest])
+
+@patch
+def _repr_markdown_(self: EvaluationReport) -> str:
+    p = self.protocol
+    return (f"**{p.get('n_queries')} queries, gallery of {p.get('n_gallery')}**, {p.get('metric')}, "
+            f"relevance from {p.get('relevance')}, leave-one-out={p.get('leave_one_out')}, "
+            f"averaged over {p.get('n_averaged')} queries (no_relevant={p.get('no_relevant')!r})\n\n" + self.table())
+
+# %% ../nbs/07_evaluate.ipynb #12600479
+@patch
+def worst_queries(self: EvaluationReport, n: int = 5, by: str = "mAP") -> np.ndarray:
+    "Indices of the `n` queries with the lowest per-query `by` (among queries with relevant items)."
+    if by not in self.per_query: raise ValueError(f"unknown metric {by!r}; choose from {list(self.per_query)}")
+    candidates = np.flatnonzero(self.n_relevant > 0)
+    return candidates[np.argsort(self.per_query[by][candidates], kind="stable")[:n]]
 
 # %% ../nbs/07_evaluate.ipynb #0f835b8c
-def _plot_metric_at_k(self: EvaluationReport, names=("R", "HR", "P", "nDCG"), label: str = "", title: str = ""):
-    "metric@K curves, one per metric name (e.g. 'R' for R@K)."
+@patch(as_prop=True)
+def chance_precision(self: EvaluationReport) -> float:
+    "Expected precision@K (any K) of a random ranking: mean R / N over the averaged queries."
+    p, n = self.protocol, self.n_relevant
+    ranked = max(float(p.get("n_gallery", self.rel.shape[1])) - float(p.get("removed_per_query", 0.0)), 1.0)
+    kept = n[n > 0] if (n > 0).any() else n
+    return float(np.mean(kept) / ranked)
+
+# %% ../nbs/07_evaluate.ipynb #492f6049
+@patch
+def plot_metric_at_k(self: EvaluationReport,
+                     names=("R", "HR", "P", "nDCG"), # metrics to draw, e.g. "R" for R@K
+                     label: str = "", # prefix of each curve's name (e.g. the model)
+                     title: str = "", chance: bool = True, # draw the random ranking's precision@K (dashed)
+                    ):
+    "metric@K curves, one per metric name, with the chance level of precision@K."
     curves = {f"{label} {n}@K".strip(): (self.ks, [self.metrics[f"{n}@{k}"] for k in self.ks]) for n in names}
-    return viz.plot_metric_at_k(curves, ylabel="metric@K", title=title)
+    level = {f"{label} P@K".strip(): self.chance_precision} if chance and "P" in names else None
+    return viz.plot_metric_at_k(curves, ylabel="metric@K", title=title, chance=level)
 
-def _plot_pr_curve(self: EvaluationReport, label: str = "mean interpolated", title: str = "Precision–recall"):
-    "The macro-averaged interpolated precision-recall curve."
-    return viz.plot_pr_curve({label: (self.recall_levels, self.precision_curve)}, title=title)
+# %% ../nbs/07_evaluate.ipynb #b797ca13
+@patch
+def plot_pr_curve(self: EvaluationReport, label: str = "mean interpolated", title: str = "Precision–recall",
+                  chance: bool = True, # draw the random ranking's precision (dashed)
+                 ):
+    "The macro-averaged interpolated precision-recall curve (points at fixed recall levels, joined)."
+    fig = viz.plot_pr_curve({label: (self.recall_levels, self.precision_curve)}, title=title, steps=False)
+    if chance:
+        fig.axes[0].axhline(self.chance_precision, ls="--", color="grey", lw=1.2, label="chance")
+        fig.axes[0].legend(fontsize=9)
+    return fig
 
-def _show_worst(self: EvaluationReport, query_images, gallery_images, n: int = 4, k: int = 8, by: str = "mAP"):
-    "Result grids of the `n` worst queries: the query, then its top `k` results, hits green and misses red."
+# %% ../nbs/07_evaluate.ipynb #a4b7be73
+def _class_names(images, rows) -> list | None:
+    "Class names of `images[rows]` when `images` is an ImageSet, else None."
+    if not hasattr(images, "classes") or not hasattr(images, "labels"): return None
+    return [str(images.classes[images.labels[int(r)]]) for r in rows]
+
+@patch
+def show_worst(self: EvaluationReport, query_images, gallery_images, # images indexed like the queries / gallery
+               n: int = 4, k: int = 8, by: str = "mAP"):
+    "Result grids of the `n` worst queries: the query, then its top `k` results, ✓ hits and ✗ misses, with class names."
     rows = []
     for q in self.worst_queries(n, by):
         top = [p for p in self.positions[q, :k] if p >= 0]
+        query_label = _class_names(query_images, [q])
         rows.append(dict(query=query_images[int(q)], results=[gallery_images[int(p)] for p in top],
                          hits=self.rel[q, :len(top)].tolist(), distances=self.scores[q, :len(top)].tolist(),
-                         title=f"q{q} {by}={self.per_query[by][q]:.2f}"))
+                         title=f"q{q} {by}={self.per_query[by][q]:.2f}", labels=_class_names(gallery_images, top),
+                         query_label=None if query_label is None else query_label[0]))
     return viz.show_query_grid(rows, k=k)
 
-EvaluationReport.plot_metric_at_k, EvaluationReport.plot_pr_curve = _plot_metric_at_k, _plot_pr_curve
-EvaluationReport.show_worst = _show_worst
-
 # %% ../nbs/07_evaluate.ipynb #3d75702f
-def _to_dict(self: EvaluationReport) -> dict:
+@patch
+def to_dict(self: EvaluationReport) -> dict:
     "The averaged metrics, the cut-offs and the protocol, JSON-ready."
     return dict(metrics=self.metrics, ks=self.ks, protocol=self.protocol)
 
-def _save(self: EvaluationReport, folder, query_images=None, gallery_images=None, n_worst: int = 4) -> dict:
+# %% ../nbs/07_evaluate.ipynb #34b52c24
+@patch
+def save(self: EvaluationReport, folder, # created if needed
+         query_images=None, gallery_images=None, # given both: also the worst-query grid
+         n_worst: int = 4) -> dict:
     "Write metrics.json, per_query.csv and the figures to `folder`; returns {what: path}."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -189,7 +231,8 @@ def _save(self: EvaluationReport, folder, query_images=None, gallery_images=None
                                                folder / "worst_queries.png")
     return out
 
-EvaluationReport.to_dict, EvaluationReport.save = _to_dict, _save
+
+
 
 # %% ../nbs/07_evaluate.ipynb #3b997a23
 def _vectors_and_ids(x, ids, what: str):
@@ -199,6 +242,7 @@ def _vectors_and_ids(x, ids, what: str):
     if x.ndim != 2 or len(x) == 0: raise ValueError(f"{what} must be a non-empty (n, D) array, got shape {x.shape}")
     return x, ids
 
+# %% ../nbs/07_evaluate.ipynb #c0cafaad
 def _relevance(n_queries, n_gallery, gallery_ids, query_labels, gallery_labels, relevant, query_attributes,
                gallery_attributes) -> tuple:
     "Full (Q, N) binary relevance, graded gains or None, and the name of the source."

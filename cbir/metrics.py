@@ -77,6 +77,7 @@ def _check_k(k, name: str = "k") -> int:
     if k < 1: raise ValueError(f"{name} must be a positive integer (>= 1), got {k}")
     return int(k)
 
+# %% ../nbs/05_metrics.ipynb #476a0273
 def _check_rel(rel, binary: bool = True) -> np.ndarray:
     rel = np.asarray(rel)
     if rel.ndim != 2:
@@ -95,6 +96,7 @@ def _check_rel(rel, binary: bool = True) -> np.ndarray:
     if (rel < 0).any(): raise ValueError(f"relevance grades must be >= 0, found {rel.min().item()!r}")
     return rel.astype(np.float64)
 
+# %% ../nbs/05_metrics.ipynb #54cb8cde
 def _check_n_relevant(n_relevant, n_queries: int, found=None) -> np.ndarray:
     n = np.asarray(n_relevant)
     if n.shape != (n_queries,):
@@ -133,7 +135,7 @@ class _Hits:
         "Mask of the hits ranked in the first k (None: all of them)."
         return None if k >= self.width else self.cols < k
 
-
+# %% ../nbs/05_metrics.ipynb #ec1715f4
 def _sum_per_query(h: _Hits, mask, weights=None) -> np.ndarray:
     rows = h.rows if mask is None else h.rows[mask]
     if weights is not None and mask is not None: weights = weights[mask]
@@ -162,6 +164,7 @@ def precision_at_k(
     if n_relevant is None: raise ValueError("divide_by='min_k_r' needs n_relevant")
     return _ratio(_hits_at(h, k), np.minimum(k, _check_n_relevant(n_relevant, h.n_queries, h.count)))
 
+# %% ../nbs/05_metrics.ipynb #59ccf190
 def recall_at_k(
     rel,  # (Q, K) binary relevance of the ranked results
     n_relevant,  # (Q,) number R of relevant items of each query in the whole gallery
@@ -172,6 +175,7 @@ def recall_at_k(
     h = _Hits(rel)
     return _ratio(_hits_at(h, k), _check_n_relevant(n_relevant, h.n_queries, h.count))
 
+# %% ../nbs/05_metrics.ipynb #35d21585
 def hit_rate_at_k(
     rel,  # (Q, K) binary relevance of the ranked results
     k: int,  # cut-off
@@ -180,6 +184,7 @@ def hit_rate_at_k(
     rel, k = _check_rel(rel), _check_k(k)
     return (rel[:, :k].any(axis=1)).astype(np.float64)
 
+# %% ../nbs/05_metrics.ipynb #c8474d72
 def f1_at_k(
     rel,  # (Q, K) binary relevance of the ranked results
     n_relevant,  # (Q,) number R of relevant items of each query in the whole gallery
@@ -268,6 +273,7 @@ def _binary_idcg(n: np.ndarray, k: int) -> np.ndarray:
     cum = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, int(m.max(initial=0)) + 2)))])
     return cum[m]
 
+# %% ../nbs/05_metrics.ipynb #6fedd081
 def ndcg_at_k(
     rel,  # (Q, K) relevance of the ranked results: binary, or graded gains >= 0
     k: int,  # cut-off
@@ -343,6 +349,7 @@ def cap_ks(
     gallery_size = _check_k(gallery_size, "gallery_size")
     return list(dict.fromkeys(min(_check_k(k), gallery_size) for k in ks))
 
+# %% ../nbs/05_metrics.ipynb #2755346d
 def _per_query(h: _Hits, n: np.ndarray, ks: list) -> tuple:
     out, hits = {}, {}
     for k in ks:
@@ -370,6 +377,7 @@ def per_query_metrics(
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
     return _per_query(h, n, cap_ks(ks, gallery_size or h.width))[0]
 
+# %% ../nbs/05_metrics.ipynb #90a47312
 def retrieval_metrics(
     rel,  # (Q, K) binary relevance of the ranked results (the whole ranking, for large K)
     n_relevant,  # (Q,) number R of relevant items of each query in the whole gallery
