@@ -90,6 +90,7 @@ def demo_metric_names(ks=(1, 5, 10)) -> list[str]:
     "The rows of the demo's table: P@K, R@K, HR@K and nDCG@K at each K, then mAP and MRR."
     return [f"{m}@{k}" for m in ("P", "R", "HR", "nDCG") for k in ks] + ["mAP", "MRR"]
 
+# %% ../nbs/12_cli.ipynb #8a91f281
 def format_table(results: dict, # embedding name -> {metric name: value}
                  metrics: list[str] | None = None, # rows to show; default: every metric of the first embedding
                  ) -> str:
@@ -106,11 +107,14 @@ def _demo_rows(images: ImageSet, copies: ImageSet, result: dict, protocol: str, 
     "Rows for the result grid: the first `n_rows` queries of `protocol` with their top-k results."
     pos = {i: ("images", r) for r, i in enumerate(images.ids)} | {i: ("copies", r) for r, i in enumerate(copies.ids)}
     image = lambda i: (images if pos[i][0] == "images" else copies)[pos[i][1]]
+    cls = lambda i: (images if pos[i][0] == "images" else copies).classes[(images if pos[i][0] == "images" else copies).labels[pos[i][1]]]
     report, gallery_ids = result[protocol]
     return [dict(query=image(q), results=[image(gallery_ids[g]) for g in report.positions[j, :k]], hits=report.rel[j, :k],
-                 distances=report.scores[j, :k], title=f"{protocol}: {images.classes[images.labels[pos[q][1]]]}")
+                 distances=report.scores[j, :k], title=protocol, query_label=cls(q),
+                 labels=[("copy of " if pos[gallery_ids[g]][0] == "copies" else "") + cls(gallery_ids[g]) for g in report.positions[j, :k]])
             for j, q in enumerate(result["query_ids"][:n_rows])]
 
+# %% ../nbs/12_cli.ipynb #c1f7c844
 DEMO_SPLIT = (0.4, 0.1, 0.5)  # share of classes for training, validation and the (unseen) test
 
 def train_demo_cnn(train: ImageSet, val: ImageSet, minutes: float, image_size: int, seed: int, out: Path):
@@ -129,6 +133,7 @@ def train_demo_cnn(train: ImageSet, val: ImageSet, minutes: float, image_size: i
     print(f"saved the trained CNN to {path}: `cbir index FOLDER --out DIR --checkpoint {path}` indexes with it")
     return emb
 
+# %% ../nbs/12_cli.ipynb #ef00371d
 def run_demo(folder: str | None = None, backbone: str = "resnet18", weights: str = "auto", k: int = 10,
              out: str = "cbir_out", n_images: int = 4000, n_classes: int = 200, image_size: int = 64,
              queries_per_class: int = 5, seed: int = 0, batch_size: int = 64, show: int = 3,
@@ -183,6 +188,7 @@ def trainable_embedder(backbone: str, weights: str, image_size: int, dim: int, s
     print(f"backbone: {backbone} with {why}")
     return Embedder.from_name(backbone, weights=w, image_size=image_size, projection=dim)
 
+# %% ../nbs/12_cli.ipynb #9dba5dff
 DEFAULT_MINERS = {"triplet": "semi_hard", "soft_triplet": "semi_hard", "margin": "distance_weighted", "contrastive": None,
                   "ntxent": None, "normalized_softmax": None, "arcface": None}
 
@@ -399,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     s_.add_argument("--grid", help="also write a result grid PNG to this path")
     return p
 
+# %% ../nbs/12_cli.ipynb #8c70a83a
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `cbir` command."
     parser = build_parser()

@@ -61,6 +61,7 @@ def load_attribute_csv(csv_file: str | os.PathLike, # header: path, attribute na
     ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
     return ds
 
+# %% ../nbs/11_crossmodal.ipynb #10d94b6e
 def load_attributes(attr_file: str | os.PathLike, # a CSV (path, names...) or a CelebA-style file (count, names, +-1 rows)
                     images_dir: str | os.PathLike | None = None, # folder of the images (default: the file's folder)
                    ) -> ImageSet:
@@ -254,6 +255,12 @@ class RandomBatches(torch.utils.data.Sampler):
 # %% ../nbs/11_crossmodal.ipynb #cdf6035a
 CROSSMODAL_LOSSES = ("ntxent", "triplet", "bce")
 
+def _kept_rows(ds: ImageSet, failed: list) -> np.ndarray:
+    "Rows of `ds` that `cache_images` kept (the unreadable ones listed in `failed` are left out)."
+    bad = {i for i, _ in failed}
+    return np.array([i for i, x in enumerate(ds.ids) if str(x) not in bad], np.int64)
+
+# %% ../nbs/11_crossmodal.ipynb #c4ef3e5f
 class CrossModalTrainer(Trainer):
     "Trains a `CrossModal` model (image and attribute encoders) on images with attributes; picks the best epoch by validation mAP of attribute queries."
     select_on = "val mAP"
@@ -281,18 +288,16 @@ class CrossModalTrainer(Trainer):
             warnings.warn(f"no training image has {never}: the model cannot learn them, and queries asking for them will be refused")
         model.counts = counts.astype(np.int64)
         model.loss, model.head_trained = loss, loss == "bce" or aux > 0
-        self.embedder, self.model, self.seed, self.out = model, model, seed, None if out is None else Path(out)
-        self.loss_name, self.aux = loss, float(aux)
+        self._start(model, seed, out)
+        self.model, self.loss_name, self.aux = model, loss, float(aux)
         self.select_on = "val clf mAP" if loss == "bce" else "val mAP"
         self.settings = dict(loss=loss, aux=aux, synthetic=synthetic, margin=margin, temperature=temperature, batch_size=batch_size,
                              lr=lr, weight_decay=weight_decay, augment=augment, seed=seed, queries=queries, miner=None, memory=0)
-        torch.manual_seed(seed)
         self.loss_fn, self.miner, self.memory = nn.Module(), None, None  # the parent saves loss_fn's (empty) state
-        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        for g in self.opt.param_groups: g["base_lr"] = g["lr"]
+        self._optimizer(list(model.parameters()), lr, weight_decay)
         self.augment = (dict(rotation=180, scale=(0.95, 1.05), translate=0.08, brightness=0.1, contrast=0.1) if augment is True
                         else dict(augment) if isinstance(augment, dict) else None)
-        self.gen, self.rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
         self.train_x, _, failed = cache_images(train, model.transform)
         self.failed, kept = failed, _kept_rows(train, failed)
         self.train_a = train.attributes[kept]
@@ -300,18 +305,11 @@ class CrossModalTrainer(Trainer):
         self.val = None if val is None else self._cache(val)
         self.report = {name: self._cache(ds) for name, ds in (report or {}).items()}
         self.classes = dict(train=[train.name], val=None if val is None else [val.name])
-        self.history, self.epoch, self.step, self.best, self.best_state = [], 0, 0, None, None
-        self.timing = dict(train_seconds=0.0, images=0, loss_and_mining_seconds=0.0)
 
     def __repr__(self):
         s = self.settings
         return (f"CrossModalTrainer({self.model.config['backbone']}, loss={s['loss']}, aux={s['aux']}, synthetic={s['synthetic']:.2f}, "
                 f"batch {s['batch_size']}, lr={s['lr']}, {len(self.train_x)} training images, epoch {self.epoch})")
-
-def _kept_rows(ds: ImageSet, failed: list) -> np.ndarray:
-    "Rows of `ds` that `cache_images` kept (the unreadable ones listed in `failed` are left out)."
-    bad = {i for i, _ in failed}
-    return np.array([i for i, x in enumerate(ds.ids) if str(x) not in bad], np.int64)
 
 # %% ../nbs/11_crossmodal.ipynb #bbb6596f
 def attribute_queries(attrs: np.ndarray, # (N, A) bool attributes of the searched images
@@ -443,6 +441,7 @@ def from_checkpoint(cls: CrossModal, path: str | os.PathLike, device: str | torc
     model.loss, model.head_trained = cm["loss"], cm["head_trained"]
     return model.eval()
 
+# %% ../nbs/11_crossmodal.ipynb #0ca99bcc
 @patch
 def _save_weights(self: CrossModalTrainer, path, meta: dict, extra: dict | None = None) -> Path:
     extra = None if extra is None else extra | {"np_rng": json.dumps(self.rng.bit_generator.state)}
@@ -460,19 +459,10 @@ def resume(cls: CrossModalTrainer, path: str | os.PathLike, # last.pt of an earl
     t = cls(CrossModal.from_checkpoint(path), train, val, loss=s["loss"], aux=s["aux"], synthetic=s["synthetic"], margin=s["margin"],
             temperature=s["temperature"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
             augment=s["augment"], seed=s["seed"], out=out, report=report, queries=s["queries"])
-    t.opt.load_state_dict(state["optimizer"]); t.gen.set_state(state["rng"])
     t.rng.bit_generator.state = json.loads(state["np_rng"])
-    for g in t.opt.param_groups: g.setdefault("base_lr", g["lr"])
-    t.sampler.n_batches = s.get("steps_per_epoch", len(t.sampler))
-    t.epoch, t.step, t.history = meta["epoch"], meta["step"], meta["history"]
-    if t.history and t.select_on in t.history[0]:
-        t.best = max(t.history, key=lambda r: r[t.select_on])
-        best = Path(path).with_name("best.pt")
-        if best.is_file():
-            b = load_checkpoint(best)[0]
-            t.best_state = {**{f"image.{k}": v for k, v in b["model"].items()}, **{f"attributes.{k}": v for k, v in b["attribute_encoder"].items()},
-                            **{f"head.{k}": v for k, v in b["attribute_head"].items()}}
-    return t
+    return t._restore(state, meta, path, best_weights=lambda b: {**{f"image.{k}": v for k, v in b["model"].items()},
+                                                                  **{f"attributes.{k}": v for k, v in b["attribute_encoder"].items()},
+                                                                  **{f"head.{k}": v for k, v in b["attribute_head"].items()}})
 
 # %% ../nbs/11_crossmodal.ipynb #fa1ed706
 @patch
@@ -500,6 +490,7 @@ def predict_attributes(self: CrossModal, image) -> np.ndarray:
     for g in self.groups.values(): out[g] = False; out[g[int(np.argmax(p[g]))]] = True
     return out
 
+# %% ../nbs/11_crossmodal.ipynb #fff274ab
 @patch
 def modify_query(self: CrossModal, image, # the starting image
                  add=(), # attribute names to add (in a one-hot group: replaces the group's value), e.g. "blue"
@@ -534,10 +525,11 @@ def show_attribute_results(rows: list, # dicts: `query` (text or an image), `res
                            cell_size: float = 1.3, # inches per image
                           ):
     "A grid: per row the query, then the results with a ✓/✗ mark and their attributes (hit = has every asked attribute)."
+    import textwrap
     import matplotlib.pyplot as plt
     from cbir.viz import _show_image, HIT_COLOR, MISS_COLOR, QUERY_COLOR
     k = max(len(r["results"]) for r in rows)
-    fig, axes = plt.subplots(len(rows), k + 1, figsize=(cell_size * (k + 1), cell_size * 1.45 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), k + 1, figsize=(cell_size * (k + 1), cell_size * 1.7 * len(rows)), squeeze=False)
     for row, axs in zip(rows, axes):
         asked = np.asarray(row["asked"], bool)
         if isinstance(row["query"], str):
@@ -551,6 +543,6 @@ def show_attribute_results(rows: list, # dicts: `query` (text or an image), `res
             hit = bool((has | ~asked).all())
             _show_image(ax, row["results"][j], "", HIT_COLOR if hit else MISS_COLOR)
             ax.set_title(("✓ " if hit else "✗ ") + f"#{j + 1}", fontsize=9, color=HIT_COLOR if hit else MISS_COLOR)
-            ax.set_xlabel(_short(names, has), fontsize=7)
+            ax.set_xlabel(textwrap.fill(_short(names, has), 15), fontsize=9)
     fig.tight_layout()
     return fig

@@ -99,6 +99,7 @@ def _check_indices(indices, n: int, m: int, device) -> tuple[torch.Tensor, ...]:
             raise ValueError(f"indices {'(a, p, n)' if len(out) == 3 else '(a1, p) and (a2, n)'} must have equal lengths, got {[len(t) for t in out]}.")
     return tuple(out)
 
+# %% ../nbs/08_losses.ipynb #940d3cb6
 def as_pairs(indices: tuple | None, # None, triplets (a, p, n) or pairs (a1, p, a2, n)
              labels: torch.Tensor, # (B,) batch labels
              ref_labels: torch.Tensor | None = None, # (M,) reference labels (default: the batch)
