@@ -113,6 +113,15 @@ _IMAGES = """(sel) => Array.from(document.querySelectorAll(sel)).map(
     i => ({src: i.getAttribute('src').slice(0, 60), complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))"""
 
 
+def _screenshot(target, site: Path, name: str, what: str) -> Path:
+    "Save a screenshot of `target` (a page or an element) under site/_check/ and print where, for the closing note."
+    shot = site / "_check" / name
+    shot.parent.mkdir(exist_ok=True)
+    target.screenshot(path=str(shot))
+    print(f"\nscreenshot of {what}: {shot}")
+    return shot
+
+
 def _check_images(page, min_figures: int):
     "Every image loaded (complete, naturalWidth > 0); at least `min_figures` in the article."
     imgs = page.evaluate(_IMAGES, "img")
@@ -136,10 +145,7 @@ def test_home_page_renders(browser, server, site):
     _check_images(page, 0)
     assert not errors, f"console errors on the home page: {errors}"
     assert not browser.external, f"the home page asked the network for {browser.external}"
-    shot = site / "_check" / "home.png"
-    shot.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(shot))
-    print(f"\nscreenshot of the home page: {shot}")
+    _screenshot(page, site, "home.png", "the home page")
     page.close()
 
 
@@ -152,10 +158,7 @@ def test_lesson_renders_with_figures(browser, server, site):
     assert not browser.external, f"{LESSON} asked the network for {browser.external}"
     big = page.locator("article img").nth(max(range(len(figs)), key=lambda i: figs[i]["w"] * figs[i]["h"]))
     big.scroll_into_view_if_needed()
-    shot = site / "_check" / "lesson_figure.png"
-    shot.parent.mkdir(exist_ok=True)
-    big.screenshot(path=str(shot))
-    print(f"\nscreenshot of a figure in lesson {LESSON.strip('/')}: {shot}")
+    _screenshot(big, site, "lesson_figure.png", f"a figure in lesson {LESSON.strip('/')}")
     page.close()
 
 
@@ -167,10 +170,8 @@ def test_math_renders_offline(browser, server, site):
     # MathJax 2 probes for locally installed fonts with an about:blank URL, which chromium refuses: harmless
     errors = [e for e in errors if "about:blank" not in e and e != "Failed to load resource: net::ERR_FAILED"]
     assert not errors, f"console errors on {MATH_LESSON}: {errors}"
-    shot = site / "_check" / "math.png"
     page.locator(".MathJax_Display, .MathJax").first.scroll_into_view_if_needed()
-    page.screenshot(path=str(shot))
-    print(f"\nscreenshot of typeset formulas: {shot}")
+    _screenshot(page, site, "math.png", "typeset formulas")
     assert not browser.external, f"{MATH_LESSON} asked the network for {browser.external}"
     page.close()
 
