@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -23,9 +25,9 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'ImageReadError',
-           'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes', 'class_disjoint_split',
-           'query_gallery_split', 'drop_rare_classes', 'glyph_template', 'draw_glyph', 'make_glyphs', 'load_fashion',
-           'load_attribute_file']
+           'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes', 'write_file_set',
+           'read_file_set', 'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes', 'glyph_template',
+           'draw_glyph', 'make_glyphs', 'load_fashion', 'load_attribute_file']
 
 # %% ../nbs/00_data.ipynb #6abc115f
 class ImageReadError(ValueError):
@@ -383,6 +385,66 @@ def atomic_write_bytes(path: str | os.PathLike, # destination file; its folder i
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+# %% ../nbs/00_data.ipynb #d4864ca5
+def _fsync_dir(folder: Path) -> None:
+    "Flush a folder's entries (the renames in it) to disk, where the OS allows it."
+    try: fd = os.open(folder, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
+def _set_leftovers(path: Path, roles, keep: set) -> list[Path]:
+    "Files of the set `path` that no sidecar names: other generations' members and temp files of killed writes."
+    name, gen = re.escape(path.name), r"[0-9a-f]{12}"
+    roles = "|".join(re.escape(r) for r in roles)
+    pattern = re.compile(rf"^(?:{name}\.{gen}\.(?:{roles})|\.{name}(?:\.{gen}\.(?:{roles})|\.json)\.[A-Za-z0-9_]+\.tmp)$")
+    return [p for p in path.parent.iterdir() if pattern.match(p.name) and p.name not in keep]
+
+# %% ../nbs/00_data.ipynb #775e6b3e
+def write_file_set(path: str | os.PathLike, # the set's name: its sidecar is `path`.json
+                   members: dict, # role -> bytes, e.g. {"faiss": ..., "ids.npz": ...}; role names end the file names
+                   sidecar: dict, # JSON-able metadata; a "files" entry (name, size, SHA-256 per role) is added
+                   legacy: Sequence = (), # files of an older layout to delete once the new set is committed
+                  ) -> Path:
+    "Write files as one all-or-nothing unit: members under a new generation name, then the sidecar (the commit), then clean up."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    gen, files = os.urandom(6).hex(), {}
+    for role, data in members.items():
+        member = atomic_write_bytes(path.parent / f"{path.name}.{gen}.{role}", data)
+        files[role] = dict(name=member.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    _fsync_dir(path.parent)
+    atomic_write_bytes(f"{path}.json", json.dumps({**sidecar, "files": files}, indent=2, default=str).encode())
+    _fsync_dir(path.parent)  # committed: from here on a reader sees the new set
+    for p in _set_leftovers(path, members, keep={f["name"] for f in files.values()}) + [Path(p) for p in legacy]:
+        Path(p).unlink(missing_ok=True)
+    return path
+
+# %% ../nbs/00_data.ipynb #b338ecd8
+def read_file_set(path: str | os.PathLike, # the name given to `write_file_set`
+                 ) -> tuple[dict, dict | None]: # (sidecar, role -> bytes); None for a sidecar without a "files" list (older layout)
+    "Read a set written by `write_file_set`, refusing members that are missing or differ from what its sidecar recorded."
+    path, side = Path(path), Path(f"{path}.json")
+    if not side.is_file(): raise FileNotFoundError(f"{side} not found: nothing was saved under {path.name} in {path.parent}")
+    try: meta = json.loads(side.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{side} is not valid JSON ({e}); the sidecar is damaged: save again") from None
+    if not isinstance(meta, dict): raise ValueError(f"{side} is not a cbir sidecar (a JSON object was expected)")
+    if "files" not in meta: return meta, None
+    data = {}
+    for role, f in meta["files"].items():
+        p = path.parent / f["name"]
+        if not re.fullmatch(rf"{re.escape(path.name)}\.[0-9a-f]{{12}}\.{re.escape(role)}", f["name"]):
+            raise ValueError(f"{side} names {f['name']}, which belongs to another saved set: the sidecar was renamed or copied "
+                             f"from another save; save {path.name} again")
+        if not p.is_file():
+            raise ValueError(f"{side} names {f['name']}, which is missing: the saved set is incomplete (a file was deleted, or the "
+                             "set was copied without it); copy all its files together, or save again")
+        data[role] = p.read_bytes()
+        if len(data[role]) != f["bytes"] or hashlib.sha256(data[role]).hexdigest() != f["sha256"]:
+            raise ValueError(f"{p.name} does not match {side.name} ({len(data[role])} bytes, the sidecar recorded {f['bytes']}; "
+                             "SHA-256 differs): it was modified or comes from another save; save again")
+    return meta, data
 
 # %% ../nbs/00_data.ipynb #49b9e328
 def _safe_filename(s: str) -> str:

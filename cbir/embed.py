@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import ImageReadError, ImageSet, atomic_write_bytes, load_image_folder, read_image
+from .data import ImageReadError, ImageSet, atomic_write_bytes, load_image_folder, read_file_set, read_image, write_file_set
 from .transforms import eval_transform, resolve_weights
 
 # %% ../nbs/02_embed.ipynb #9fe4ccf4
@@ -157,13 +157,11 @@ MATCH_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize"
 
 @patch
 def save(self: Embeddings, path: str | os.PathLike) -> Path:
-    "Write vectors and ids to `path` (.npz) and the config to `path`.json, atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    "Write vectors, ids (an .npz) and the config (the sidecar `path`.json) as one all-or-nothing set named after `path`."
+    path = Path(path)
     meta = dict(config=self.config, n=len(self), failed=self.failed, format="cbir.embeddings/1")
     buf = io.BytesIO(); np.savez(buf, vectors=self.vectors, ids=self.ids)
-    atomic_write_bytes(path, buf.getvalue())
-    atomic_write_bytes(f"{path}.json", json.dumps(meta, indent=2, default=str).encode())
-    return path
+    return write_file_set(path, {"npz": buf.getvalue()}, meta, legacy=(path,))
 
 # %% ../nbs/02_embed.ipynb #6d34d343
 def check_config(found: dict, expected: dict, what: str = "embeddings") -> None:
@@ -178,13 +176,15 @@ def check_config(found: dict, expected: dict, what: str = "embeddings") -> None:
 def load(cls: Embeddings, path: str | os.PathLike,
          expect: dict | None = None, # config (or an embedder) the embeddings must match; None checks nothing
         ) -> Embeddings:
-    "Load embeddings written by `Embeddings.save`, refusing a config that does not match `expect`."
-    path, side = Path(path), Path(f"{path}.json")
-    if not side.is_file(): raise FileNotFoundError(f"{side} not found: embeddings need the JSON sidecar written by Embeddings.save")
-    meta = json.loads(side.read_text())
+    "Load embeddings written by `Embeddings.save`, refusing an incomplete or mixed set or a config that does not match `expect`."
+    path = Path(path)
+    try: meta, files = read_file_set(path)
+    except FileNotFoundError: raise FileNotFoundError(f"{path}.json not found: embeddings need the JSON sidecar written by Embeddings.save") from None
+    if not str(meta.get("format", "")).startswith("cbir.embeddings"): raise ValueError(f"{path}.json is not a cbir embeddings sidecar")
     expect = getattr(expect, "config", expect)
     if expect is not None: check_config(meta["config"], expect, f"embeddings in {path}")
-    with np.load(path, allow_pickle=False) as z: vectors, ids = z["vectors"], z["ids"]
+    data = files["npz"] if files is not None else path.read_bytes()  # older saves: `path` itself, no checksum
+    with np.load(io.BytesIO(data), allow_pickle=False) as z: vectors, ids = z["vectors"], z["ids"]
     if len(ids) != meta["n"]: raise ValueError(f"{path} holds {len(ids)} embeddings but its sidecar says {meta['n']}; the files do not belong together")
     return cls(vectors, ids, meta["config"], meta.get("failed", []))
 

@@ -20,7 +20,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .data import atomic_write_bytes
+from .data import atomic_write_bytes, read_file_set, write_file_set
 
 logger = logging.getLogger(__name__)
 
@@ -366,19 +366,16 @@ def _cpu_index(index: faiss.Index) -> faiss.Index:
 
 # %% ../nbs/03_index.ipynb #b3b98028
 @patch
-def save(self: Index, path, # where the FAISS index goes; `.ids.npz` and `.json` are written next to it
+def save(self: Index, path, # the index's name, e.g. DIR/"gallery.faiss"; its sidecar is `path`.json
         ) -> Path:
-    """Save the index, its ids (.ids.npz) and its JSON sidecar (.json) next to `path`, atomically."""
-    path = Path(path)
-    atomic_write_bytes(path, faiss.serialize_index(_cpu_index(self.index)).tobytes())
-    buf = io.BytesIO()
+    """Save the index, its ids and its JSON sidecar as one all-or-nothing set of files named after `path`."""
+    path, buf = Path(path), io.BytesIO()
     np.savez(buf, ids=self._ids, keys=self._keys)
-    atomic_write_bytes(f"{path}.ids.npz", buf.getvalue())
     sidecar = dict(format="cbir.index", version=__version__, kind=self.kind, factory=self.factory, metric=self.metric,
                    dim=self.dim, ntotal=self.ntotal, id_dtype=self._ids.dtype.kind, embedder=self.embedder_config,
                    params=self.params, reason=self.reason)
-    atomic_write_bytes(f"{path}.json", json.dumps(sidecar, indent=2, default=str).encode())
-    return path
+    members = {"faiss": faiss.serialize_index(_cpu_index(self.index)).tobytes(), "ids.npz": buf.getvalue()}
+    return write_file_set(path, members, sidecar, legacy=(path, f"{path}.ids.npz"))
 
 # %% ../nbs/03_index.ipynb #b7e3a945
 def _check_expected(sidecar: dict, expect: dict | None, path) -> None:
@@ -395,19 +392,25 @@ def _check_expected(sidecar: dict, expect: dict | None, path) -> None:
                          + "; ".join(problems) + ". Rebuild the index with the current embedder/metric.")
 
 # %% ../nbs/03_index.ipynb #287b85e5
+def _read_index_files(path: Path) -> tuple[dict, bytes, bytes]:
+    """(sidecar, FAISS bytes, ids bytes) of a saved index, in the current layout or the older three-file one."""
+    sidecar, files = read_file_set(path)
+    if sidecar.get("format") != "cbir.index": raise ValueError(f"{path}.json is not a cbir index sidecar")
+    if files is not None: return sidecar, files["faiss"], files["ids.npz"]
+    for p in (path, Path(f"{path}.ids.npz")):  # saved by cbir before file sets: no checksums to verify
+        if not p.exists(): raise FileNotFoundError(f"{p} not found: an index is saved as {path.name}.json and the files it names")
+    return sidecar, path.read_bytes(), Path(f"{path}.ids.npz").read_bytes()
+
 @patch(cls_method=True)
 def load(cls: Index, path, # the path given to `save`
          expect: dict | None = None, # what the index must have been built with (metric, dim, kind, factory, embedder keys)
         ) -> Index:
-    """Load an index saved with `save`, refusing it when its sidecar disagrees with `expect`."""
+    """Load an index saved with `save`, refusing an incomplete or mixed set, or one whose sidecar disagrees with `expect`."""
     path = Path(path)
-    for p in (path, Path(f"{path}.json"), Path(f"{path}.ids.npz")):
-        if not p.exists(): raise FileNotFoundError(f"{p} not found: an index is saved as {path.name}, {path.name}.json and {path.name}.ids.npz")
-    sidecar = json.loads(Path(f"{path}.json").read_text())
-    if sidecar.get("format") != "cbir.index": raise ValueError(f"{path}.json is not a cbir index sidecar")
+    sidecar, index_bytes, ids_bytes = _read_index_files(path)
     _check_expected(sidecar, expect, path)
-    with np.load(f"{path}.ids.npz", allow_pickle=False) as arrays: ids, keys = arrays["ids"], arrays["keys"]
-    index = faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+    with np.load(io.BytesIO(ids_bytes), allow_pickle=False) as arrays: ids, keys = arrays["ids"], arrays["keys"]
+    index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
     if index.ntotal != len(ids) or index.d != sidecar["dim"]:
         raise ValueError(f"{path} does not match its sidecar: {index.ntotal} vectors of dim {index.d} in the index, "
                          f"{len(ids)} ids and dim {sidecar['dim']} in the sidecar; the files come from different saves")

@@ -112,7 +112,7 @@ def test_save_load_roundtrip_and_refusals(tmp_path):
     sidecar = json.loads((tmp_path / "sub" / "g.faiss.json").read_text())
     assert sidecar["metric"] == "cosine" and sidecar["dim"] == 16 and sidecar["embedder"] == config
     assert sidecar["factory"] == "Flat" and sidecar["kind"] == "flat" and sidecar["ntotal"] == 100
-    with np.load(tmp_path / "sub" / "g.faiss.ids.npz", allow_pickle=False) as arrays:
+    with np.load(tmp_path / "sub" / sidecar["files"]["ids.npz"]["name"], allow_pickle=False) as arrays:
         assert arrays["ids"].dtype.kind == "U"
     loaded = Index.load(path, expect=config)
     np.testing.assert_array_equal(loaded.search(x[:5], 3).ids, index.search(x[:5], 3).ids)
