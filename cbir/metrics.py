@@ -117,13 +117,25 @@ class _Hits:
     def __init__(self, rel: np.ndarray):
         self.n_queries, self.width = rel.shape
         flat = np.flatnonzero(rel)  # much faster than a 2-D np.nonzero
-        self.rows, self.cols = np.divmod(flat, self.width)  # query and 0-based rank of each hit
+        self._index(*np.divmod(flat, self.width))  # query and 0-based rank of each hit
+        self.gains = np.ones(len(flat)) if rel.dtype == bool else rel.ravel()[flat]
+
+    @classmethod
+    def from_ranks(cls, rows, cols, n_queries: int, width: int):
+        "The hits of a binary ranking given as (query, 0-based rank) pairs sorted by query then rank: no (Q, width) matrix."
+        h = cls.__new__(cls)
+        h.n_queries, h.width = n_queries, width
+        h._index(np.asarray(rows, np.int64), np.asarray(cols, np.int64))
+        h.gains = np.ones(len(h.rows))
+        return h
+
+    def _index(self, rows, cols):
+        self.rows, self.cols = rows, cols
         self.count = np.bincount(self.rows, minlength=self.n_queries)  # (Q,) hits in the whole ranking
         start = np.cumsum(self.count) - self.count
-        self.nth = np.arange(1, len(flat) + 1) - start[self.rows]  # 1-based number of the hit in its query
+        self.nth = np.arange(1, len(rows) + 1) - start[self.rows]  # 1-based number of the hit in its query
         self.first = np.full(self.n_queries, -1)  # (Q,) 0-based rank of the first hit, or -1
         self.first[self.count > 0] = self.cols[start[self.count > 0]]
-        self.gains = np.ones(len(flat)) if rel.dtype == bool else rel.ravel()[flat]
 
     @cached_property
     def precision(self) -> np.ndarray: return self.nth / (self.cols + 1.0)  # P@i at the rank i of each hit
@@ -413,6 +425,9 @@ def interpolated_precision(
     rel = _check_rel(rel)
     h = _Hits(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
+    return _interpolated(h, n, recall_levels)
+
+def _interpolated(h: _Hits, n: np.ndarray, recall_levels) -> np.ndarray:
     levels = np.asarray(recall_levels, np.float64)
     if levels.ndim != 1 or not ((levels >= 0) & (levels <= 1)).all():
         raise ValueError("recall_levels must be a 1-D array of values in [0, 1]")
