@@ -21,6 +21,7 @@ from .data import ImageSet, class_disjoint_split, load_image_folder, make_glyphs
 from .transforms import near_duplicate_set
 from .embed import Embedder, PixelEmbedder, weights_available
 from .index import Index
+from .scale import MilvusIndex, open_index
 from .viz import save_figure, show_query_grid
 from .evaluate import evaluate
 from .losses import LOSSES
@@ -266,6 +267,8 @@ def build_folder_index(folder: str, # images in sub-folders
                        metric: str = "cosine", batch_size: int = 64, progress: bool = True,
                        checkpoint: str | None = None, # a trained embedder (`cbir train`); replaces backbone, weights, pooling, image size
                       attributes: str | None = None, # index the images listed in this attribute table (any folder layout)
+                      backend: str = "faiss", # "faiss" (a file, DIR/index.faiss) or "milvus" (a collection, DIR/index.milvus.json)
+                      uri: str | None = None, # with backend="milvus": a Milvus server (http://host:19530); default a Milvus Lite folder DIR/milvus.db
                       ) -> Path:
     "Embed every readable image of `folder`, index the vectors and save them under `out`; return the index path."
     images = load_image_folder(folder) if attributes is None else load_attributes(attributes, folder)
@@ -277,11 +280,18 @@ def build_folder_index(folder: str, # images in sub-folders
         w, why = choose_weights(backbone, weights) if backbone != "pixels" else (None, "no weights: raw pixels")
         print(f"{images!r}\nembedder: {backbone} with {why}")
         embedder = make_embedder(backbone, w, pooling, image_size)
+    if backend not in ("faiss", "milvus"): raise ValueError(f"--backend must be faiss or milvus, got {backend!r}")
+    if uri is not None and backend != "milvus": raise ValueError("--uri names a Milvus server: use it with --backend milvus")
     emb = embedder.embed(images, batch_size=batch_size, progress=progress)
     for img_id, reason in emb.failed: print(f"  skipped {img_id}: {reason}")
     config = {**emb.config, "gallery_root": str(Path(folder).resolve())}
-    index = Index.build(emb.vectors, ids=emb.ids, kind=kind, metric=metric, embedder_config=config)
-    path = index.save(Path(out) / "index.faiss")
+    if backend == "milvus":
+        index = MilvusIndex.build(emb.vectors, emb.ids, kind=kind, metric=metric, uri=uri or str(Path(out) / "milvus.db"),
+                                  embedder_config=config)
+        path = index.save(Path(out) / "index.milvus")
+    else:
+        index = Index.build(emb.vectors, ids=emb.ids, kind=kind, metric=metric, embedder_config=config)
+        path = index.save(Path(out) / "index.faiss")
     print(f"indexed {index.ntotal} images ({len(emb.failed)} unreadable skipped) -> {path}")
     return path
 
@@ -314,7 +324,7 @@ def search_folder_index(index_dir: str, # folder written by `cbir index`
                         attributes: bool = False, # the queries are attribute lists ("red,striped"), for a cross-modal checkpoint
                         ) -> list[list[tuple[str, float]]]:
     "Search an index written by `cbir index` with query images or attribute queries; print and return (id, score) per query."
-    index = Index.load(Path(index_dir) / "index.faiss")
+    index = open_index(index_dir)  # FAISS or Milvus, as DIR's sidecar says
     cfg = index.embedder_config
     if attributes:
         model = crossmodal_from_config(cfg)
@@ -355,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image-size", type=int, default=64, help="image side in pixels for data and models (default: 64)")
     d.add_argument("--queries-per-class", type=int, default=5, help="queries drawn from each class (default: 5)")
     d.add_argument("--seed", type=int, default=0, help="random seed for data and split (default: 0)")
-    i = sub.add_parser("index", help="embed an image folder and save a FAISS index of it",
+    i = sub.add_parser("index", help="embed an image folder and save a FAISS index of it (or fill a Milvus collection)",
                        description="Embed every readable image under FOLDER, build a FAISS index and save it (with a JSON "
                                    "sidecar naming the embedder) under --out. Unreadable images are skipped and listed.")
     i.add_argument("folder", help="folder of images (sub-folders are searched)")
@@ -368,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="similarity (default: cosine)")
     i.add_argument("--checkpoint", help="a trained embedder (.pt from `cbir train`); replaces --backbone/--weights/--pooling/--image-size")
     i.add_argument("--attributes", metavar="FILE", help="index the images listed in this attribute table (CSV or CelebA-style) instead of every image under FOLDER's sub-folders")
+    i.add_argument("--backend", default="faiss", choices=["faiss", "milvus"],
+                   help="faiss: an index file in --out (default); milvus: a Milvus collection, by default Milvus Lite in --out "
+                        '(needs pip install "cbir[milvus]")')
+    i.add_argument("--uri", help="with --backend milvus: a Milvus server, e.g. http://host:19530 (default: a Milvus Lite folder OUT/milvus.db)")
     t = sub.add_parser("train", help="train an embedder on an image folder's classes (or the embedded glyphs)",
                        description="Train an embedder with a metric-learning loss on the classes of FOLDER (one sub-folder per class). "
                                    "Validation classes are split off automatically; the best validation epoch is written to OUT/best.pt "
@@ -429,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "index":
             build_folder_index(args.folder, args.out, backbone=args.backbone, weights=args.weights, pooling=args.pooling,
                                image_size=args.image_size, kind=args.kind, metric=args.metric, checkpoint=args.checkpoint,
-                               attributes=args.attributes)
+                               attributes=args.attributes, backend=args.backend, uri=args.uri)
         elif args.command == "search":
             if args.k < 1: parser.error("-k must be at least 1")
             if bool(args.queries) == bool(args.attributes): parser.error("give query images or --attributes QUERY, not both and not neither")

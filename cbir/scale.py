@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import time
+import warnings
 from pathlib import Path
 
 import faiss
@@ -17,11 +19,12 @@ from fastcore.basics import patch
 
 from . import __version__
 from .data import atomic_write_bytes
-from .index import (KINDS, MISSING_INT, MISSING_STR, Index, SearchResult, _prepare, _stores_own_ids, as_vectors,
-                        factory_string, l2_normalize, recall_at_k)
+from .index import (KINDS, MISSING_INT, MISSING_STR, Index, SearchResult, _check_expected, _new_ids, _prepare, _rows_of,
+                        _stores_own_ids, as_ids, as_vectors, default_nlist, default_pq_m, factory_string, l2_normalize, recall_at_k)
 
 # %% auto #0
-__all__ = ['KNOBS', 'sweep_knob', 'estimate_memory', 'choose_index', 'PCAWhitening']
+__all__ = ['KNOBS', 'MILVUS_TYPES', 'MILVUS_METRICS', 'sweep_knob', 'estimate_memory', 'choose_index', 'PCAWhitening',
+           'MilvusIndex', 'open_index']
 
 # %% ../nbs/03b_scale.ipynb #9f2c8f51
 KNOBS = {"ivf": "nprobe", "ivfpq": "nprobe", "opq": "nprobe", "ivfpq_refine": "nprobe", "hnsw": "ef_search"}
@@ -196,3 +199,221 @@ def load(cls: PCAWhitening, path) -> PCAWhitening:
     if meta.get("format") != "cbir.pca_whitening": raise ValueError(f"{path}.json is not a PCA-whitening sidecar")
     with np.load(path, allow_pickle=False) as a:
         return cls(a["mean"], a["components"], a["variances"], meta["normalize"], meta["eps"])
+
+# %% ../nbs/03b_scale.ipynb #2ec88be8
+MILVUS_TYPES = {"flat": "FLAT", "ivf": "IVF_FLAT", "hnsw": "HNSW", "ivfpq": "IVF_PQ", "auto": "AUTOINDEX"}
+MILVUS_METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
+
+def _milvus_client(uri: str, token: str | None = None):
+    "A pymilvus client for `uri`: a Milvus Lite folder (a path ending in .db) or a server address."
+    try: from pymilvus import MilvusClient
+    except ImportError: raise ImportError('the Milvus backend needs pymilvus and milvus-lite: pip install "cbir[milvus]"') from None
+    if "://" not in str(uri) and not str(uri).endswith(".db"):
+        raise ValueError(f"uri must be a Milvus Lite path ending in .db or a server address like http://host:19530, got {uri!r}")
+    if "://" not in str(uri): Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    return MilvusClient(str(uri), token=token or "")
+
+def _milvus_index_params(kind: str, n: int, dim: int, index_type: str | None, index_params: dict | None) -> tuple[str, dict]:
+    "The Milvus index type and its build parameters for a cbir kind (or the ones given)."
+    if index_type is None:
+        if kind not in MILVUS_TYPES: raise ValueError(f"kind must be one of {list(MILVUS_TYPES)} for Milvus (or pass index_type=), got {kind!r}")
+        index_type = MILVUS_TYPES[kind]
+    defaults = {"IVF_FLAT": {"nlist": default_nlist(n)}, "IVF_PQ": {"nlist": default_nlist(n), "m": default_pq_m(dim), "nbits": 8},
+                "HNSW": {"M": 32, "efConstruction": 40}}.get(index_type, {})
+    return index_type, {**defaults, **(index_params or {})}
+
+# %% ../nbs/03b_scale.ipynb #716b3ba2
+class MilvusIndex:
+    "An `Index` look-alike whose vectors live in a Milvus collection (Milvus Lite locally, or a Milvus server)."
+    def __init__(self, client, collection: str, ids: np.ndarray, keys: np.ndarray, *, uri: str, metric: str, dim: int,
+                 kind: str, index_type: str, index_params: dict, embedder_config: dict | None = None, token: str | None = None):
+        self.client, self.collection, self._ids, self._keys = client, collection, ids, keys.astype(np.int64)
+        self.uri, self.metric, self._dim, self.kind, self.token = str(uri), metric, int(dim), kind, token
+        self.index_type, self.index_params, self.embedder_config = index_type, dict(index_params), dict(embedder_config or {})
+        self.factory = f"milvus:{index_type}"
+        self._next_key = int(self._keys.max()) + 1 if len(self._keys) else 0
+
+    @property
+    def dim(self) -> int:
+        "Vector dimension."
+        return self._dim
+
+    @property
+    def ntotal(self) -> int:
+        "Number of vectors in the collection."
+        return len(self._ids)
+
+    @property
+    def ids(self) -> np.ndarray:
+        "Item ids, in row order (positions in search results index this)."
+        return self._ids
+
+    @property
+    def supports_removal(self) -> bool:
+        "Milvus deletes by primary key, whatever the index type."
+        return True
+
+    def __len__(self): return self.ntotal
+    def __repr__(self): return (f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, index_type={self.index_type!r}, "
+                                f"metric={self.metric!r}, dim={self.dim}, ntotal={self.ntotal})")
+
+# %% ../nbs/03b_scale.ipynb #74211006
+@patch(cls_method=True)
+def build(cls: MilvusIndex, vectors, # (N, D) gallery vectors
+          ids=None, # one id per vector (default 0..N-1)
+          kind: str = "flat", # flat, ivf, hnsw, ivfpq or auto (Milvus AUTOINDEX)
+          metric: str = "cosine", # "cosine", "ip" or "l2"
+          *, uri: str = "cbir_milvus.db", # Milvus Lite path (*.db) or server address (http://host:19530)
+          collection: str = "cbir", # collection name; an existing one is replaced
+          token: str | None = None, # server credentials ("user:password" or an API key)
+          index_type: str | None = None, index_params: dict | None = None, # Milvus index type and build parameters (override kind)
+          embedder_config: dict | None = None, # the embedder's config, stored in the sidecar
+          batch_size: int = 10_000, # rows per insert request
+         ) -> MilvusIndex:
+    "Create the collection (replacing one of the same name), insert the vectors with their ids, and index them."
+    from pymilvus import DataType
+    if metric not in MILVUS_METRICS: raise ValueError(f"metric must be one of {list(MILVUS_METRICS)}, got {metric!r}")
+    if not isinstance(collection, str) or not collection.replace("_", "a").isalnum() or collection[0].isdigit():
+        raise ValueError(f"collection names are letters, digits and underscores, not starting with a digit; got {collection!r}")
+    x = as_vectors(vectors, what="vectors")
+    itype, iparams = _milvus_index_params(kind, len(x), x.shape[1], index_type, index_params)
+    client = _milvus_client(uri, token)
+    if client.has_collection(collection): client.drop_collection(collection)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("key", DataType.INT64, is_primary=True)
+    schema.add_field("item_id", DataType.VARCHAR, max_length=1024)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=x.shape[1])
+    params = client.prepare_index_params()
+    params.add_index("vector", index_type=itype, metric_type=MILVUS_METRICS[metric], params=iparams)
+    client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
+    first_ids = as_ids(np.arange(len(x)) if ids is None else ids, len(x))
+    index = cls(client, collection, first_ids[:0], np.empty(0, np.int64),
+                uri=uri, metric=metric, dim=x.shape[1], kind=kind if index_type is None else "custom", index_type=itype,
+                index_params=iparams, embedder_config=embedder_config, token=token)
+    return index.add(x, first_ids, batch_size=batch_size)
+
+# %% ../nbs/03b_scale.ipynb #74f85f79
+@patch
+def add(self: MilvusIndex, vectors, ids=None, # (N, D) vectors and one id per vector (default: integers after the largest)
+        batch_size: int = 10_000) -> MilvusIndex:
+    "Insert vectors with their item ids; returns self."
+    x = _prepare(self, vectors, "vectors")
+    new_ids = _new_ids(self, ids, len(x))
+    keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
+    for s in range(0, len(x), batch_size):
+        rows = [{"key": int(k), "item_id": str(i), "vector": v} for k, i, v in zip(keys[s:s + batch_size], new_ids[s:s + batch_size], x[s:s + batch_size])]
+        self.client.insert(self.collection, rows)
+    self._ids = new_ids if not len(self._ids) else np.concatenate([self._ids, new_ids])
+    self._keys, self._next_key = np.concatenate([self._keys, keys]), self._next_key + len(x)
+    return self
+
+@patch
+def remove(self: MilvusIndex, ids) -> int:
+    "Delete the items with these ids (all must be in the collection); returns how many were removed."
+    rows = _rows_of(self, ids)
+    self.client.delete(self.collection, ids=[int(k) for k in self._keys[rows]])
+    keep = np.ones(len(self._ids), bool); keep[rows] = False
+    self._ids, self._keys = self._ids[keep], self._keys[keep]
+    return len(rows)
+
+# %% ../nbs/03b_scale.ipynb #58261969
+@patch
+def search(self: MilvusIndex, queries, # (Q, D) query vectors, or one (D,) vector
+           k: int = 10, # neighbours per query (clamped to the collection size; Milvus allows at most 16,384)
+           nprobe: int | None = None, ef_search: int | None = None, # IVF lists to scan / HNSW candidate list, this call only
+           search_params: dict | None = None, # more Milvus search parameters, passed through
+          ) -> SearchResult:
+    "The `k` nearest items for each query, as a `SearchResult` with the conventions of `Index.search`."
+    if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
+    q = _prepare(self, queries, "queries")
+    k_eff = min(int(k), self.ntotal)
+    if k_eff > 16_384: raise ValueError(f"Milvus returns at most 16,384 neighbours per query, asked for {k_eff}")
+    params = {**({"nprobe": int(nprobe)} if nprobe else {}), **({"ef": max(int(ef_search), k_eff)} if ef_search else {}), **(search_params or {})}
+    positions = np.full((len(q), k_eff), MISSING_INT, np.int64)
+    distances = np.full((len(q), k_eff), np.nan, np.float32)
+    if k_eff and len(q):
+        hits = self.client.search(self.collection, data=list(q), limit=k_eff, output_fields=[],
+                                  search_params={"metric_type": MILVUS_METRICS[self.metric], "params": params})
+        for r, row in enumerate(hits):
+            keys = np.array([h["key"] for h in row], np.int64)
+            positions[r, :len(keys)] = np.searchsorted(self._keys, keys)
+            distances[r, :len(keys)] = [h["distance"] for h in row]
+    valid = positions != MISSING_INT
+    missing = MISSING_STR if self._ids.dtype.kind == "U" else MISSING_INT
+    ids = np.where(valid, self._ids[np.where(valid, positions, 0)] if len(self._ids) else missing, missing)
+    return SearchResult(ids, distances, positions, self.metric, valid)
+
+# %% ../nbs/03b_scale.ipynb #7328ee63
+@patch
+def save(self: MilvusIndex, path, # the sidecar is written to `path`.json; the vectors are already in Milvus
+        ) -> Path:
+    "Write the sidecar that names the collection (a Milvus Lite path is stored relative to the sidecar's folder)."
+    path = Path(path)
+    uri = self.uri
+    if "://" not in uri and Path(uri).resolve().parent == path.resolve().parent: uri = Path(uri).name  # the folder can move
+    sidecar = dict(format="cbir.index", backend="milvus", version=__version__, uri=uri, collection=self.collection,
+                   kind=self.kind, factory=self.factory, index_type=self.index_type, index_params=self.index_params,
+                   metric=self.metric, dim=self.dim, ntotal=self.ntotal, id_dtype=self._ids.dtype.kind, embedder=self.embedder_config)
+    atomic_write_bytes(f"{path}.json", json.dumps(sidecar, indent=2, default=str).encode())
+    return path
+
+@patch(cls_method=True)
+def load(cls: MilvusIndex, path, # the path given to `save`
+         expect: dict | None = None, # what the index must have been built with, as for `Index.load`
+         token: str | None = None) -> MilvusIndex:
+    "Reconnect to the collection a sidecar names and read back its ids, refusing a sidecar that disagrees with `expect`."
+    side = _read_sidecar(path)
+    if side.get("backend") != "milvus": raise ValueError(f"{path}.json describes a {side.get('backend', 'faiss')} index: use open_index or Index.load")
+    _check_expected(side, expect, path)
+    uri = side["uri"] if "://" in side["uri"] else str(Path(path).parent / side["uri"])
+    client = _milvus_client(uri, token)
+    if not client.has_collection(side["collection"]):
+        raise ValueError(f"{path}.json names collection {side['collection']!r} at {uri}, which does not exist (dropped, or another "
+                         "Milvus): build the index again")
+    client.load_collection(side["collection"])  # a new process finds the collection released (on disk, not in memory)
+    keys, names, log = [], [], logging.getLogger("pymilvus")
+    level = log.level; log.setLevel(logging.ERROR)  # Milvus Lite has no server timestamp for iterators; pymilvus warns and copes
+    try:
+        it = client.query_iterator(side["collection"], batch_size=10_000, filter="key >= 0", output_fields=["key", "item_id"])
+        while batch := it.next():
+            keys += [r["key"] for r in batch]; names += [r["item_id"] for r in batch]
+        it.close()
+    finally: log.setLevel(level)
+    order = np.argsort(np.array(keys, np.int64), kind="stable")
+    ids = np.array(names, dtype=str)[order]
+    ids = ids.astype(np.int64) if side.get("id_dtype") in ("i", "u") else ids
+    if len(ids) != side["ntotal"]:
+        warnings.warn(f"collection {side['collection']!r} holds {len(ids)} vectors; the sidecar recorded {side['ntotal']} "
+                      "(items were added or removed since it was saved)")
+    return cls(client, side["collection"], ids, np.array(keys, np.int64)[order], uri=uri, metric=side["metric"], dim=side["dim"],
+               kind=side["kind"], index_type=side["index_type"], index_params=side["index_params"], embedder_config=side.get("embedder"),
+               token=token)
+
+# %% ../nbs/03b_scale.ipynb #784729c6
+def _read_sidecar(path) -> dict:
+    "The JSON sidecar `path`.json of a saved index (either backend)."
+    side = Path(f"{path}.json")
+    if not side.is_file(): raise FileNotFoundError(f"{side} not found: no index was saved under {Path(path).name}")
+    meta = json.loads(side.read_text())
+    if not isinstance(meta, dict) or meta.get("format") != "cbir.index": raise ValueError(f"{side} is not a cbir index sidecar")
+    return meta
+
+def open_index(path, # a path given to `save` (FAISS or Milvus), or a folder holding exactly one saved index
+               expect: dict | None = None, # checked as by `Index.load`
+              ) -> Index | MilvusIndex:
+    "Load a saved index with the backend its sidecar names: FAISS (`Index`) or Milvus (`MilvusIndex`)."
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p for p in path.glob("*.json") if p.name != "metrics.json" and _is_index_sidecar(p))
+        if len(found) != 1:
+            raise ValueError(f"{path} holds {len(found)} saved indexes ({', '.join(p.name for p in found) or 'none'}): "
+                             "name one, e.g. DIR/index.faiss")
+        path = found[0].with_suffix("")
+    backend = _read_sidecar(path).get("backend", "faiss")
+    if backend == "milvus": return MilvusIndex.load(path, expect=expect)
+    if backend != "faiss": raise ValueError(f"{path}.json names an unknown backend {backend!r}")
+    return Index.load(path, expect=expect)
+
+def _is_index_sidecar(p: Path) -> bool:
+    try: return json.loads(p.read_text()).get("format") == "cbir.index"
+    except (ValueError, UnicodeDecodeError, AttributeError): return False
