@@ -19,7 +19,7 @@ import numpy as np
 
 from .data import ImageSet, class_disjoint_split, load_image_folder, make_glyphs, make_shapes, query_gallery_split
 from .transforms import near_duplicate_set
-from .embed import Embedder, PixelEmbedder, weights_available
+from .embed import Embedder, PixelEmbedder, resolve_precision, weights_available
 from .index import Index
 from .scale import MilvusIndex, open_index
 from .viz import save_figure, show_query_grid
@@ -269,6 +269,8 @@ def build_folder_index(folder: str, # images in sub-folders
                       attributes: str | None = None, # index the images listed in this attribute table (any folder layout)
                       backend: str = "faiss", # "faiss" (a file, DIR/index.faiss) or "milvus" (a collection, DIR/index.milvus.json)
                       uri: str | None = None, # with backend="milvus": a Milvus server (http://host:19530); default a Milvus Lite folder DIR/milvus.db
+                      compile: bool = False, # torch.compile the model first (pays off on large folders; see lesson 02_embed)
+                      precision: str | None = None, # "auto", "fp32" or "bf16"; None keeps the embedder's default ("auto")
                       ) -> Path:
     "Embed every readable image of `folder`, index the vectors and save them under `out`; return the index path."
     images = load_image_folder(folder) if attributes is None else load_attributes(attributes, folder)
@@ -282,7 +284,13 @@ def build_folder_index(folder: str, # images in sub-folders
         embedder = make_embedder(backbone, w, pooling, image_size)
     if backend not in ("faiss", "milvus"): raise ValueError(f"--backend must be faiss or milvus, got {backend!r}")
     if uri is not None and backend != "milvus": raise ValueError("--uri names a Milvus server: use it with --backend milvus")
+    if precision is not None and hasattr(embedder, "precision"):
+        embedder.precision = resolve_precision(precision, embedder.device); embedder.config["precision"] = embedder.precision
+    if compile:
+        if not hasattr(embedder, "compile"): raise ValueError("--compile needs a CNN backbone (not pixels)")
+        embedder.compile = True
     emb = embedder.embed(images, batch_size=batch_size, progress=progress)
+    if compile: print(f"compiled the model in {embedder.compile_seconds or 0:.1f}s (one-time)")
     for img_id, reason in emb.failed: print(f"  skipped {img_id}: {reason}")
     config = {**emb.config, "gallery_root": str(Path(folder).resolve())}
     if backend == "milvus":
@@ -381,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--backend", default="faiss", choices=["faiss", "milvus"],
                    help="faiss: an index file in --out (default); milvus: a Milvus collection, by default Milvus Lite in --out "
                         '(needs pip install "cbir[milvus]")')
+    i.add_argument("--compile", action="store_true", help="torch.compile the model before embedding: a one-time cost of seconds, "
+                   "then faster batches on large folders (see lesson 02_embed)")
+    i.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="auto (default: bf16 only where the CPU/GPU runs it natively), fp32 or bf16")
     i.add_argument("--uri", help="with --backend milvus: a Milvus server, e.g. http://host:19530 (default: a Milvus Lite folder OUT/milvus.db)")
     t = sub.add_parser("train", help="train an embedder on an image folder's classes (or the embedded glyphs)",
                        description="Train an embedder with a metric-learning loss on the classes of FOLDER (one sub-folder per class). "
@@ -443,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "index":
             build_folder_index(args.folder, args.out, backbone=args.backbone, weights=args.weights, pooling=args.pooling,
                                image_size=args.image_size, kind=args.kind, metric=args.metric, checkpoint=args.checkpoint,
-                               attributes=args.attributes, backend=args.backend, uri=args.uri)
+                               attributes=args.attributes, backend=args.backend, uri=args.uri, compile=args.compile,
+                               precision=args.precision)
         elif args.command == "search":
             if args.k < 1: parser.error("-k must be at least 1")
             if bool(args.queries) == bool(args.attributes): parser.error("give query images or --attributes QUERY, not both and not neither")

@@ -139,3 +139,23 @@ def test_index_and_search_with_the_milvus_backend(tmp_path):
     assert printed["milvus"] == printed["faiss"] and printed["milvus"][0] == query.relative_to(folder).as_posix()
     out = run_cbir("index", folder, "--out", tmp_path / "x", "--backbone", "pixels", "--uri", "http://localhost:1")
     assert out.returncode == 2 and "--uri names a Milvus server" in out.stderr
+
+
+def test_index_with_compile_and_precision_flags(tmp_path, capsys):
+    from cbir.data import make_shapes
+    folder = make_shapes(n=12, size=32, seed=6).to_folder(tmp_path / "imgs")
+    env_cache = tmp_path / "inductor"  # an empty compile cache, as on a fresh machine
+    out = subprocess.run([str(Path(sys.executable).parent / "cbir"), "index", str(folder), "--out", str(tmp_path / "idx"),
+                          "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--compile", "--precision", "fp32"],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "MPLBACKEND": "Agg", "TORCHINDUCTOR_CACHE_DIR": str(env_cache)})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "compiled the model in" in out.stdout and "indexed 12 images" in out.stdout
+    side = json.loads((tmp_path / "idx" / "index.faiss.json").read_text())
+    assert side["embedder"]["precision"] == "fp32"
+    query = sorted(folder.rglob("*.png"))[0]
+    out = run_cbir("search", tmp_path / "idx", query, "-k", "1")
+    assert out.returncode == 0 and query.relative_to(folder).as_posix() in out.stdout.splitlines()[1], out.stdout + out.stderr
+    from cbir.cli import main
+    assert main(["index", str(folder), "--out", str(tmp_path / "p"), "--backbone", "pixels", "--compile"]) == 2
+    assert "--compile needs a CNN backbone" in capsys.readouterr().err
