@@ -331,10 +331,12 @@ def search(self: MilvusIndex, queries, # (Q, D) query vectors, or one (D,) vecto
     params = {**({"nprobe": int(nprobe)} if nprobe else {}), **({"ef": max(int(ef_search), k_eff)} if ef_search else {}), **(search_params or {})}
     positions = np.full((len(q), k_eff), MISSING_INT, np.int64)
     distances = np.full((len(q), k_eff), np.nan, np.float32)
-    if k_eff and len(q):
-        hits = self.client.search(self.collection, data=list(q), limit=k_eff, output_fields=[],
+    # Milvus Lite compares a whole request at once (queries x collection x dim floats): keep requests near 256 MB there
+    per_request = max(1, (1 << 26) // max(1, self.ntotal * self.dim)) if "://" not in self.uri else 1024
+    for s in range(0, len(q) if k_eff else 0, per_request):
+        hits = self.client.search(self.collection, data=list(q[s:s + per_request]), limit=k_eff, output_fields=[],
                                   search_params={"metric_type": MILVUS_METRICS[self.metric], "params": params})
-        for r, row in enumerate(hits):
+        for r, row in enumerate(hits, start=s):
             keys = np.array([h["key"] for h in row], np.int64)
             positions[r, :len(keys)] = np.searchsorted(self._keys, keys)
             distances[r, :len(keys)] = [h["distance"] for h in row]

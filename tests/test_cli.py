@@ -120,25 +120,25 @@ def test_train_bad_input_gets_a_message(tmp_path, capsys):
         assert code == 2 and words in err and "Traceback" not in err, (args, err)
 
 
-def test_index_and_search_with_the_milvus_backend(tmp_path):
+def test_index_and_search_with_the_milvus_backend(tmp_path, capsys):
     """`cbir index --backend milvus` fills a Milvus Lite collection inside --out; `cbir search` finds the backend in
-    the sidecar and prints the same ranking as the FAISS backend."""
+    the sidecar and prints the same ranking as the FAISS backend (in-process: the console script is tested above)."""
     pytest.importorskip("pymilvus")
+    from cbir.cli import main
     from cbir.data import make_shapes
     folder = make_shapes(n=30, size=32, seed=5).to_folder(tmp_path / "imgs")
     query = sorted((folder / "star").glob("*.png"))[0]
     printed = {}
     for backend in ("faiss", "milvus"):
-        out = run_cbir("index", folder, "--out", tmp_path / backend, "--backbone", "pixels", "--image-size", "16",
-                       "--backend", backend)
-        assert out.returncode == 0, out.stdout + out.stderr
-        out = run_cbir("search", tmp_path / backend, query, "-k", "5")
-        assert out.returncode == 0, out.stdout + out.stderr
-        printed[backend] = [line.split()[2] for line in out.stdout.splitlines()[1:]]
+        assert main(["index", str(folder), "--out", str(tmp_path / backend), "--backbone", "pixels", "--image-size", "16",
+                     "--backend", backend]) == 0
+        capsys.readouterr()
+        assert main(["search", str(tmp_path / backend), str(query), "-k", "5"]) == 0
+        printed[backend] = [line.split()[2] for line in capsys.readouterr().out.splitlines()[1:]]
     assert (tmp_path / "milvus" / "index.milvus.json").exists() and (tmp_path / "milvus" / "milvus.db").exists()
     assert printed["milvus"] == printed["faiss"] and printed["milvus"][0] == query.relative_to(folder).as_posix()
-    out = run_cbir("index", folder, "--out", tmp_path / "x", "--backbone", "pixels", "--uri", "http://localhost:1")
-    assert out.returncode == 2 and "--uri names a Milvus server" in out.stderr
+    assert main(["index", str(folder), "--out", str(tmp_path / "x"), "--backbone", "pixels", "--uri", "http://localhost:1"]) == 2
+    assert "--uri names a Milvus server" in capsys.readouterr().err
 
 
 def test_index_with_compile_and_precision_flags(tmp_path, capsys):
