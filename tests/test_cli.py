@@ -37,10 +37,11 @@ def test_demo_on_an_image_folder(tmp_path):
     folder = make_shapes(n=120, size=48, seed=3).to_folder(tmp_path / "imgs")
     script = Path(sys.executable).parent / "cbir"
     out = subprocess.run([str(script), "demo", "--folder", str(folder), "--out", str(tmp_path / "o"), "--weights", "none",
-                          "--queries-per-class", "2", "--image-size", "48", "-k", "5", "--train-minutes", "0.1"],
+                          "--queries-per-class", "2", "--image-size", "48", "-k", "5", "--train-epochs", "2"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "5 to train on, 1 to validate, 6 to test" in out.stdout and "12 queries" in out.stdout, out.stdout  # 6 test classes x 2
+    assert "(2 epochs, NT-Xent loss)" in out.stdout, out.stdout  # a fixed amount of training, whatever the machine's speed
     assert (tmp_path / "o" / "results_smallcnn-trained.png").exists()
 
 
@@ -106,6 +107,19 @@ def main_in_process(capsys, *args):
     try: code = main([str(a) for a in args])
     except SystemExit as e: code = e.code
     return code, capsys.readouterr().err
+
+
+def test_demo_training_flags(tmp_path, capsys):
+    "--train-epochs 0 or --train-minutes 0 skip training; negative values are refused with a message."
+    for flag, value, words in [("--train-epochs", "-1", "--train-epochs must be >= 0"), ("--train-minutes", "-2", "--train-minutes must be >= 0")]:
+        code, err = main_in_process(capsys, "demo", "--out", tmp_path / "o", flag, value)
+        assert code == 2 and words in err and "Traceback" not in err, err
+    from cbir.cli import run_demo
+    for skip in [dict(train_epochs=0), dict(train_minutes=0)]:
+        tables = run_demo(out=str(tmp_path / "skip"), n_images=200, n_classes=20, image_size=32, weights="none", k=5,
+                          queries_per_class=2, **skip)
+        assert set(tables["class"]) == {"pixels", "resnet18", "smallcnn-random"}, (skip, tables["class"].keys())
+    assert not (tmp_path / "skip" / "smallcnn-trained.pt").exists()
 
 
 def test_train_bad_input_gets_a_message(tmp_path, capsys):
