@@ -117,6 +117,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                            'cbir.data._share_out': ('data.html#_share_out', 'cbir/data.py'),
                            'cbir.data._star': ('data.html#_star', 'cbir/data.py'),
                            'cbir.data._to_rgb': ('data.html#_to_rgb', 'cbir/data.py'),
+                           'cbir.data._warn': ('data.html#_warn', 'cbir/data.py'),
                            'cbir.data.atomic_write_bytes': ('data.html#atomic_write_bytes', 'cbir/data.py'),
                            'cbir.data.class_disjoint_split': ('data.html#class_disjoint_split', 'cbir/data.py'),
                            'cbir.data.draw_glyph': ('data.html#draw_glyph', 'cbir/data.py'),

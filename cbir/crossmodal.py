@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn
 
-from .data import ImageSet, load_attribute_file
+from .data import _warn, ImageSet, load_attribute_file
 from .embed import Embedder, EmbedderBase, save_checkpoint, load_checkpoint, read_checkpoint_sidecar
 from .evaluate import evaluate
 from .losses import triplet_loss, ntxent_loss
@@ -55,7 +55,7 @@ def load_attribute_csv(csv_file: str | os.PathLike, # header: path, attribute na
         else: files.append(row[0].strip()); values.append([c == "1" for c in cells]); continue
         skipped[why] = skipped.get(why, 0) + 1; first.setdefault(why, line)
     if not files: raise ValueError(f"{csv_file}: no usable rows" + (f" ({'; '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else ""))
-    if skipped: warnings.warn(f"{csv_file}: skipped " + "; ".join(f"{v} row(s) {k} (first at line {first[k]})" for k, v in skipped.items())
+    if skipped: _warn(f"{csv_file}: skipped " + "; ".join(f"{v} row(s) {k} (first at line {first[k]})" for k, v in skipped.items())
                               + f"; kept {len(files)} images")
     ds = ImageSet([str(root / f) for f in files], [0] * len(files), ["all"], files, np.array(values, bool), names, name=name or csv_file.stem)
     ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
@@ -285,7 +285,7 @@ class CrossModalTrainer(Trainer):
                 raise ValueError(f"the {name} set's attributes {ds.attribute_names[:5]}... differ from the model's {model.names[:5]}...: same names in the same order")
         counts = train.attributes.sum(0)
         if (never := [n for n, c in zip(model.names, counts) if c == 0]):
-            warnings.warn(f"no training image has {never}: the model cannot learn them, and queries asking for them will be refused")
+            _warn(f"no training image has {never}: the model cannot learn them, and queries asking for them will be refused")
         model.counts = counts.astype(np.int64)
         model.loss, model.head_trained = loss, loss == "bce" or aux > 0
         self._start(model, seed, out)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -23,11 +24,23 @@ import torch
 from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
+import cbir
+
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'ImageReadError',
            'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes', 'write_file_set',
            'read_file_set', 'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes', 'glyph_template',
            'draw_glyph', 'make_glyphs', 'load_fashion', 'load_attribute_file']
+
+# %% ../nbs/00_data.ipynb #427d03a8
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(cbir.__file__)) + os.sep
+
+def _warn(message: str, category: type[Warning] = UserWarning):
+    "`warnings.warn` attributed to the first caller outside the `cbir` package (the user's line)."
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is our caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 # %% ../nbs/00_data.ipynb #6abc115f
 class ImageReadError(ValueError):
@@ -88,7 +101,7 @@ def _decode(fp, source: str, max_pixels: int | None) -> Image.Image:
 def _orient_and_convert(im: Image.Image, source: str) -> Image.Image:
     "Apply the EXIF orientation tag (if any) and convert to RGB."
     try: im = ImageOps.exif_transpose(im)
-    except Exception as e: warnings.warn(f"{source}: ignoring unreadable EXIF orientation ({e})")
+    except Exception as e: _warn(f"{source}: ignoring unreadable EXIF orientation ({e})")
     try: return _to_rgb(im)
     except Exception as e: raise ImageReadError(source, f"unsupported pixel mode {im.mode!r} ({e})") from None
 
@@ -366,7 +379,7 @@ def load_image_folder(root: str | os.PathLike,  # folder with one sub-folder per
     if not items: raise ValueError(f"load_image_folder: no image files ({', '.join(exts)}) in sub-folders of {root}; "
                                    "expected root/<class name>/<image files>")
     if skipped := {k: v for k, v in skipped.items() if v}:
-        warnings.warn(f"load_image_folder({root}): skipped " + ", ".join(f"{v} file(s) {k}" for k, v in skipped.items()))
+        _warn(f"load_image_folder({root}): skipped " + ", ".join(f"{v} file(s) {k}" for k, v in skipped.items()))
     ids = [Path(p).relative_to(root).as_posix() for p in items]
     return ImageSet(items, labels, classes, ids, name=name or root.name)
 
@@ -484,7 +497,7 @@ def to_folder(self: ImageSet,
         else: os.replace(staging, root)
     finally:
         if staging.exists(): shutil.rmtree(staging)
-    if failed: warnings.warn(f"to_folder: skipped {len(failed)} unreadable image(s): {', '.join(failed[:5])}")
+    if failed: _warn(f"to_folder: skipped {len(failed)} unreadable image(s): {', '.join(failed[:5])}")
     return root
 
 # %% ../nbs/00_data.ipynb #ce3efef3
@@ -544,7 +557,7 @@ def drop_rare_classes(ds: ImageSet, min_count: int = 2) -> ImageSet:
     counts = np.bincount(ds.labels, minlength=len(ds.classes))
     keep = counts[ds.labels] >= min_count
     if (dropped := ((counts > 0) & (counts < min_count)).sum()):
-        warnings.warn(f"drop_rare_classes: dropped {dropped} class(es) with fewer than {min_count} images "
+        _warn(f"drop_rare_classes: dropped {dropped} class(es) with fewer than {min_count} images "
                       f"({(~keep).sum()} image(s)) from {ds.name!r}")
     return ds.subset(keep, drop_unused_classes=True)
 
@@ -724,7 +737,7 @@ def _fashion_imageset(rows, col, label, attribute_columns, images_dir, styles, m
                  f"{' ...' if len(malformed) > 5 else ''})"] if malformed else []
         parts += [f"{v} row(s) {k}" + (f" (e.g. {', '.join(missing_examples[:3])})" if "missing" in k else "")
                   for k, v in skipped.items()]
-        warnings.warn(f"load_fashion: skipped {'; '.join(parts)} in {styles}; kept {len(rows)} images")
+        _warn(f"load_fashion: skipped {'; '.join(parts)} in {styles}; kept {len(rows)} images")
     return ds
 
 # %% ../nbs/00_data.ipynb #dabe4bd5
@@ -769,6 +782,6 @@ def _attribute_imageset(files, rows, names, identities, images_dir, name, attr_f
                   np.array(rows, bool).reshape(len(rows), len(names)), names, name=name)
     ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
     if skipped:
-        warnings.warn(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
+        _warn(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
                       for k, v in skipped.items()) + f" in {attr_file}; kept {len(files)} images")
     return ds

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
+from .data import _warn
 from .losses import pairwise_distances, _label_masks, all_triplets
 
 # %% ../nbs/09_mining.ipynb #f62ea061
@@ -194,7 +195,7 @@ class PKSampler(torch.utils.data.Sampler):
         if self.n_batches < 1: raise ValueError(f"n_batches must be >= 1; got {n_batches}")
         self.n_small = int((counts < self.k).sum())
         if self.n_small:
-            warnings.warn(f"{self.n_small} of {len(self.classes)} classes have fewer than k={self.k} images; "
+            _warn(f"{self.n_small} of {len(self.classes)} classes have fewer than k={self.k} images; "
                           "their images are drawn with replacement (repeated within a batch)")
 
     def __len__(self) -> int: return self.n_batches

@@ -18,7 +18,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .data import atomic_write_bytes
+from .data import _warn, atomic_write_bytes
 from .index import (KINDS, MISSING_INT, MISSING_STR, Index, SearchResult, _check_expected, _new_ids, _prepare, _rows_of,
                         _stores_own_ids, as_ids, as_vectors, default_nlist, default_pq_m, factory_string, l2_normalize, recall_at_k)
 
@@ -385,7 +385,7 @@ def load(cls: MilvusIndex, path, # the path given to `save`
     ids = np.array(names, dtype=str)[order]
     ids = ids.astype(np.int64) if side.get("id_dtype") in ("i", "u") else ids
     if len(ids) != side["ntotal"]:
-        warnings.warn(f"collection {side['collection']!r} holds {len(ids)} vectors; the sidecar recorded {side['ntotal']} "
+        _warn(f"collection {side['collection']!r} holds {len(ids)} vectors; the sidecar recorded {side['ntotal']} "
                       "(items were added or removed since it was saved)")
     return cls(client, side["collection"], ids, np.array(keys, np.int64)[order], uri=uri, metric=side["metric"], dim=side["dim"],
                kind=side["kind"], index_type=side["index_type"], index_params=side["index_params"], embedder_config=side.get("embedder"),

@@ -17,7 +17,7 @@ import torch
 from fastcore.basics import patch
 from PIL import Image
 
-from .data import load_image_folder, read_image
+from .data import _warn, load_image_folder, read_image
 from .index import Index, SearchResult, l2_normalize
 
 # %% auto #0
@@ -142,7 +142,7 @@ def build(cls: Searcher, embedder, # embeds the gallery and, later, the queries
     if isinstance(images, (str, os.PathLike)): images = load_image_folder(images)   # ids: paths relative to the folder
     embeddings = embedder.embed(images, progress=False)
     if embeddings.failed:
-        warnings.warn(f"{len(embeddings.failed)} gallery images could not be read and are left out of the index, "
+        _warn(f"{len(embeddings.failed)} gallery images could not be read and are left out of the index, "
                       f"e.g. {embeddings.failed[0]}")
     index = Index.build(embeddings.vectors, ids=embeddings.ids, kind=kind, metric=metric,
                         embedder_config=getattr(embedder, "config", None), **index_kwargs)

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import ImageSet, ImageReadError
+from .data import _warn, ImageSet, ImageReadError
 from .transforms import augment_batch
 from .embed import Embedder, save_checkpoint, load_checkpoint
 from .evaluate import evaluate
@@ -31,7 +31,7 @@ def cache_images(ds: ImageSet, # the images (any ImageSet: generated, a folder, 
         try: xs.append(transform(ds[i]).to(torch.float16)); labels.append(int(ds.labels[i]))
         except ImageReadError as e: failed.append((str(ds.ids[i]), e.reason))
     if not xs: raise ValueError(f"none of the {len(ds)} images of {ds.name!r} could be read" + (f", e.g. {failed[0][0]}: {failed[0][1]}" if failed else ""))
-    if failed: warnings.warn(f"skipped {len(failed)} of {len(ds)} unreadable images of {ds.name!r}, e.g. {failed[0][0]}: {failed[0][1]}")
+    if failed: _warn(f"skipped {len(failed)} of {len(ds)} unreadable images of {ds.name!r}, e.g. {failed[0][0]}: {failed[0][1]}")
     return torch.stack(xs), torch.tensor(labels), failed
 
 # %% ../nbs/10_train.ipynb #44c1e7ee
@@ -270,7 +270,7 @@ def fit(self: Trainer, epochs: int | None = None, # train until this many epochs
             low = low + 1 if spread < COLLAPSE_SPREAD else 0
             if low >= COLLAPSE_EPOCHS and not warned:  # a dip in the first epochs is not a collapse
                 warned = True
-                warnings.warn(f"the embeddings have collapsed (mean distance {spread:.3f} between embeddings; random unit vectors "
+                _warn(f"the embeddings have collapsed (mean distance {spread:.3f} between embeddings; random unit vectors "
                               "are ~1.4 apart): pair and triplet terms sit near their collapsed value and carry little class "
                               "information. Usual cures: semi-hard instead of the hardest negatives, more training classes, a "
                               "multi-negative (ntxent) or classification loss, a lower learning rate, or a warm start")
