@@ -449,6 +449,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'cbir.train.Trainer._checkpoint_meta': ('train.html#trainer._checkpoint_meta', 'cbir/train.py'),
                             'cbir.train.Trainer._columns': ('train.html#trainer._columns', 'cbir/train.py'),
                             'cbir.train.Trainer._fail': ('train.html#trainer._fail', 'cbir/train.py'),
+                            'cbir.train.Trainer._optimize': ('train.html#trainer._optimize', 'cbir/train.py'),
                             'cbir.train.Trainer._optimizer': ('train.html#trainer._optimizer', 'cbir/train.py'),
                             'cbir.train.Trainer._restore': ('train.html#trainer._restore', 'cbir/train.py'),
                             'cbir.train.Trainer._save_weights': ('train.html#trainer._save_weights', 'cbir/train.py'),

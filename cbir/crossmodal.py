@@ -411,11 +411,7 @@ def _train_step(self: CrossModalTrainer, idx: list, lr_factor: float) -> tuple[f
         bce = F.binary_cross_entropy_with_logits(m.head(emb), torch.as_tensor(a, dtype=torch.float32, device=m.device))
         loss = loss + (1.0 if self.loss_name == "bce" else self.aux) * bce
     self.timing["loss_and_mining_seconds"] += time.perf_counter() - t0
-    if not torch.isfinite(loss): self._fail(f"the {self.loss_name} loss")
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    self.opt.step()
-    self.step += 1
+    self._optimize(loss, f"the {self.loss_name} loss")
     return loss.item(), stats
 
 # %% ../nbs/11_crossmodal.ipynb #9c5e5a5b

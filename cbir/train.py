@@ -165,12 +165,17 @@ def _train_step(self: Trainer, idx: list, lr_factor: float) -> tuple[float, dict
     else: ref_emb, ref_labels, indices = None, None, (self.miner(emb.detach(), y) if self.miner is not None else None)
     loss = self.loss_fn(emb, y, ref_emb, ref_labels, indices)
     self.timing["loss_and_mining_seconds"] += time.perf_counter() - t0
-    if not torch.isfinite(loss): self._fail(f"the {self.settings['loss']} loss")
+    self._optimize(loss, f"the {self.settings['loss']} loss")
+    return loss.item(), self.loss_fn.last_stats
+
+@patch
+def _optimize(self: Trainer, loss: torch.Tensor, what: str):
+    "The end of every training step (shared with `CrossModalTrainer`): refuse a non-finite loss, then one optimiser step."
+    if not torch.isfinite(loss): self._fail(what)
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     self.opt.step()
     self.step += 1
-    return loss.item(), self.loss_fn.last_stats
 
 # %% ../nbs/10_train.ipynb #c49dac18
 @patch
