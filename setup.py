@@ -33,7 +33,8 @@ setuptools.setup(
     python_requires=f">={cfg['min_python']}",
     install_requires=cfg["requirements"].split(),
     extras_require={"dev": cfg["dev_requirements"].split(), "milvus": cfg["milvus_requirements"].split(),
-                    "distributed": cfg["distributed_requirements"].split()},
+                    "distributed": cfg["distributed_requirements"].split(),
+                    "pretrained": cfg["pretrained_requirements"].split()},
     entry_points={
         "console_scripts": cfg["console_scripts"].split(),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

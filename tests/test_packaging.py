@@ -47,3 +47,14 @@ def test_console_script_help():
     assert out.returncode == 0, out.stderr
     for option in ["--folder", "--backbone", "-k", "--out", "--weights"]:
         assert option in out.stdout, f"`cbir demo --help` does not explain {option}"
+
+
+def test_dev_extras_include_every_optional_extra():
+    cfg = _settings()
+    dev = set(cfg["dev_requirements"].split())
+    for extra in ("milvus", "distributed", "pretrained"):
+        missing = set(cfg[f"{extra}_requirements"].split()) - dev
+        assert not missing, f"the dev extras lack {missing} of cbir[{extra}]: CI would not test that extra"
+    setup = (ROOT / "setup.py").read_text()
+    for extra in ("milvus", "distributed", "pretrained"):
+        assert f'"{extra}": cfg["{extra}_requirements"]' in setup, f"setup.py does not declare the {extra} extra"
