@@ -27,10 +27,11 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 import cbir
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'ImageReadError',
-           'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes', 'write_file_set',
-           'read_file_set', 'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes', 'glyph_template',
-           'draw_glyph', 'make_glyphs', 'load_fashion', 'load_attribute_file']
+__all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'PHOTOS',
+           'ImageReadError', 'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes',
+           'write_file_set', 'read_file_set', 'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes',
+           'glyph_template', 'draw_glyph', 'make_glyphs', 'load_fashion', 'load_attribute_file', 'MissingExtraError',
+           'require_extra', 'load_photos']
 
 # %% ../nbs/00_data.ipynb #427d03a8
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(cbir.__file__)) + os.sep
@@ -785,3 +786,46 @@ def _attribute_imageset(files, rows, names, identities, images_dir, name, attr_f
         _warn(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
                       for k, v in skipped.items()) + f" in {attr_file}; kept {len(files)} images")
     return ds
+
+# %% ../nbs/00_data.ipynb #f71bf1b4
+PHOTOS = {  # file in skimage/data -> scene (the class); the real photographs scikit-image's wheel bundles
+    "astronaut.png": "astronaut", "brick.png": "brick", "camera.png": "camera", "cell.png": "cell",
+    "chelsea.png": "chelsea", "clock_motion.png": "clock", "coffee.png": "coffee", "coins.png": "coins",
+    "grass.png": "grass", "gravel.png": "gravel", "hubble_deep_field.jpg": "hubble", "ihc.png": "ihc",
+    "moon.png": "moon", "motorcycle_left.png": "motorcycle", "motorcycle_right.png": "motorcycle",
+    "page.png": "page", "retina.jpg": "retina", "rocket.jpg": "rocket", "text.png": "text",
+}
+
+class MissingExtraError(ImportError):
+    "An optional dependency is not installed; the message names the `pip install` line that brings it."
+
+def require_extra(module: str, # the module to import, e.g. "skimage"
+                  extra: str = "pretrained", # the cbir extra that installs it
+                  what: str = "this", # what needs it, for the message
+                 ):
+    "Import and return `module`, or raise MissingExtraError naming the extra that installs it."
+    import importlib
+    try: return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtraError(f"{what} needs the optional package {module!r} ({e}); install it with: "
+                                f'pip install "cbir[{extra}]"') from None
+
+# %% ../nbs/00_data.ipynb #559c3c35
+def load_photos(max_side: int | None = 512, # shrink larger photographs to this longest side (None keeps them)
+                names: Sequence[str] | None = None, # file names from PHOTOS (default: all of them)
+               ) -> ImageSet:
+    "scikit-image's bundled real photographs as an in-memory RGB ImageSet, one class per scene; ids are the file stems."
+    skimage = require_extra("skimage", what="load_photos")
+    root = Path(skimage.__file__).parent / "data"
+    names = list(PHOTOS) if names is None else list(names)
+    if unknown := [n for n in names if n not in PHOTOS]: raise ValueError(f"unknown photographs {unknown}; choose from {list(PHOTOS)}")
+    if missing := [n for n in names if not (root / n).is_file()]:
+        raise FileNotFoundError(f"scikit-image {skimage.__version__} at {root} lacks {missing}: this scikit-image wheel "
+                                "bundles other photographs; pass names= with the ones it has")
+    images = []
+    for n in names:
+        im = read_image(root / n)
+        if max_side and max(im.size) > max_side: im = ImageOps.contain(im, (max_side, max_side), Image.Resampling.LANCZOS)
+        images.append(im)
+    scenes = list(dict.fromkeys(PHOTOS[n] for n in names))
+    return ImageSet(images, [scenes.index(PHOTOS[n]) for n in names], scenes, ids=[Path(n).stem for n in names], name="photos")
