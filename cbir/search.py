@@ -232,7 +232,8 @@ def _check_k(k) -> int:
 def search_embeddings(self: Searcher, vectors, # (D,) or (Q, D) query embeddings, same space as the gallery
                       k: int = 10, # hits per query (fewer when the gallery has fewer items left)
                       exclude=None, # ids to leave out: see `exclusion_sets`
-                      rerank=None, # "aqe", "alpha_qe", "k_reciprocal", QueryExpansion(...), KReciprocal(...), or "none"; None: self.rerank
+                      rerank=None, # "aqe", "alpha_qe", "k_reciprocal", a re-ranker object (see Re-ranking), or "none"; None: self.rerank
+                      query_images=None, # the query images, for re-rankers that look at pixels (spatial verification)
                      ) -> SearchResult:
     "Top-k gallery hits for each query embedding, optionally re-ranked."
     if isinstance(vectors, torch.Tensor): vectors = vectors.detach().cpu().numpy()
@@ -240,7 +241,7 @@ def search_embeddings(self: Searcher, vectors, # (D,) or (Q, D) query embeddings
     vectors = _as_vectors(vectors, "query embeddings", self.index.dim)
     k, excludes = _check_k(k), exclusion_sets(exclude, len(vectors))
     rerank = self.rerank if rerank is None else rerank
-    if rerank is not None and rerank != "none": return self._search_reranked(vectors, k, excludes, rerank)
+    if rerank is not None and rerank != "none": return self._search_reranked(vectors, k, excludes, rerank, query_images)
     return self._search_excluding(vectors, k, excludes)
 
 # %% ../nbs/04_search.ipynb #ee12da9f
@@ -251,7 +252,9 @@ def search(self: Searcher, query, # image(s) or embedding(s): see the table at t
            rerank=None, # re-ranking, as in `search_embeddings`
           ) -> SearchResult:
     "Top-k gallery hits for each query (a path, PIL image, array, tensor, embedding, or a list/batch of them)."
-    return self.search_embeddings(self.embed_queries(query), k, exclude, rerank)
+    parts = split_query(query, self.index.dim)
+    images = [src for _, src in parts] if parts and all(kind == "image" for kind, _ in parts) else None
+    return self.search_embeddings(self.embed_queries(query), k, exclude, rerank, query_images=images)
 
 # %% ../nbs/04_search.ipynb #c27e60e0
 @patch
@@ -399,6 +402,9 @@ class QueryExpansion:
     def __post_init__(self):
         if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 1 or self.alpha < 0:
             raise ValueError(f"QueryExpansion needs an integer n >= 1 and alpha >= 0, got n={self.n!r}, alpha={self.alpha!r}")
+    def rerank(self, searcher, vectors: np.ndarray, k: int, excludes: list, query_images=None) -> SearchResult:
+        "The re-ranker contract: top-k hits of `searcher` for (Q, D) `vectors`, one exclusion set per query."
+        return searcher._search_expanded(vectors, k, excludes, self)
 
 # %% ../nbs/04_search.ipynb #e3d42244
 @dataclass(frozen=True)
@@ -413,13 +419,18 @@ class KReciprocal:
         if min(self.k1, self.k2) < 1 or not 0 <= self.lambda_ <= 1:
             raise ValueError(f"KReciprocal needs k1, k2 >= 1 and 0 <= lambda_ <= 1, got k1={self.k1}, k2={self.k2}, "
                              f"lambda_={self.lambda_}")
+    def rerank(self, searcher, vectors: np.ndarray, k: int, excludes: list, query_images=None) -> SearchResult:
+        "The re-ranker contract, as for `QueryExpansion.rerank`."
+        return searcher._search_k_reciprocal(vectors, k, excludes, self)
 
 RERANKERS = {"aqe": QueryExpansion(10, 0.0), "alpha_qe": QueryExpansion(10, 3.0), "k_reciprocal": KReciprocal()}
 
 def _reranker(rerank):
-    if rerank is None or isinstance(rerank, (QueryExpansion, KReciprocal)): return rerank
+    "A re-ranker is any object with a method rerank(searcher, vectors, k, excludes, query_images) -> SearchResult."
+    if rerank is None or callable(getattr(rerank, "rerank", None)): return rerank
     if isinstance(rerank, str) and rerank in RERANKERS: return RERANKERS[rerank]
-    raise ValueError(f"unknown rerank={rerank!r}: use 'none', one of {sorted(RERANKERS)}, QueryExpansion(...) or KReciprocal(...)")
+    raise ValueError(f"unknown rerank={rerank!r}: use 'none', one of {sorted(RERANKERS)}, or a re-ranker object such as "
+                     "QueryExpansion(...), KReciprocal(...) or cbir.spatial.SpatialVerification(...)")
 
 # %% ../nbs/04_search.ipynb #19d5fb93
 @patch
@@ -457,8 +468,6 @@ def _search_k_reciprocal(self: Searcher, vectors: np.ndarray, k: int, excludes: 
 
 # %% ../nbs/04_search.ipynb #ae59cb96
 @patch
-def _search_reranked(self: Searcher, vectors: np.ndarray, k: int, excludes: list, rerank) -> SearchResult:
-    "Dispatch to query expansion or k-reciprocal re-ranking."
-    rerank = _reranker(rerank)
-    if isinstance(rerank, QueryExpansion): return self._search_expanded(vectors, k, excludes, rerank)
-    return self._search_k_reciprocal(vectors, k, excludes, rerank)
+def _search_reranked(self: Searcher, vectors: np.ndarray, k: int, excludes: list, rerank, query_images=None) -> SearchResult:
+    "Hand the search to the re-ranker object: Searcher does not need to know which kind it is."
+    return _reranker(rerank).rerank(self, vectors, k, excludes, query_images)
