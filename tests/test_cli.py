@@ -21,7 +21,12 @@ def test_demo_default_run_offline(tmp_path):
     assert "80 to train on, 20 to validate, 100 to test" in text, text
     metrics = json.loads((tmp_path / "cbir_out" / "metrics.json").read_text())
     names = {"pixels", "resnet18", "smallcnn-random", "smallcnn-trained"}
-    assert set(metrics) == {"class", "near-duplicate"} and all(set(t) == names for t in metrics.values())
+    assert set(metrics) == {"class", "near-duplicate", "real-photo"}
+    assert set(metrics["class"]) == set(metrics["near-duplicate"]) == names
+    photo = metrics.pop("real-photo")                # real photographs: pixels vs Lite0 random vs Lite0 ImageNet
+    assert set(photo) == {"pixels", "lite0-random", "lite0-imagenet"}, photo
+    assert photo["lite0-imagenet"]["P@1"] >= 0.9 and photo["pixels"]["P@1"] <= 0.35, photo
+    assert "instance retrieval of real photographs (12 scenes)" in text and (tmp_path / "cbir_out" / "results_real_photos.png").is_file()
     assert all(0.0 <= v <= 1.0 for t in metrics.values() for m in t.values() for v in m.values())
     for name in names:  # R = 3 copies among ~3,000 gallery images: chance mAP is ~0.002
         assert metrics["near-duplicate"][name]["mAP"] > 0.2, metrics["near-duplicate"][name]
@@ -37,12 +42,13 @@ def test_demo_on_an_image_folder(tmp_path):
     folder = make_shapes(n=120, size=48, seed=3).to_folder(tmp_path / "imgs")
     script = Path(sys.executable).parent / "cbir"
     out = subprocess.run([str(script), "demo", "--folder", str(folder), "--out", str(tmp_path / "o"), "--weights", "none",
-                          "--queries-per-class", "2", "--image-size", "48", "-k", "5", "--train-epochs", "2"],
+                          "--queries-per-class", "2", "--image-size", "48", "-k", "5", "--train-epochs", "2", "--no-photos"],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "5 to train on, 1 to validate, 6 to test" in out.stdout and "12 queries" in out.stdout, out.stdout  # 6 test classes x 2
     assert "(2 epochs, NT-Xent loss)" in out.stdout, out.stdout  # a fixed amount of training, whatever the machine's speed
     assert (tmp_path / "o" / "results_smallcnn-trained.png").exists()
+    assert "real photographs" not in out.stdout and not (tmp_path / "o" / "results_real_photos.png").exists()  # --no-photos
 
 
 def test_demo_rejects_missing_folder(tmp_path):
@@ -117,7 +123,7 @@ def test_demo_training_flags(tmp_path, capsys):
     from cbir.cli import run_demo
     for skip in [dict(train_epochs=0), dict(train_minutes=0)]:
         tables = run_demo(out=str(tmp_path / "skip"), n_images=200, n_classes=20, image_size=32, weights="none", k=5,
-                          queries_per_class=2, **skip)
+                          queries_per_class=2, photos=False, **skip)
         assert set(tables["class"]) == {"pixels", "resnet18", "smallcnn-random"}, (skip, tables["class"].keys())
     assert not (tmp_path / "skip" / "smallcnn-trained.pt").exists()
 
