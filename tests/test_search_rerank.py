@@ -273,3 +273,29 @@ def test_k_reciprocal_with_duplicates_matches_loop():
     for k1, k2 in ((5, 3), (20, 6)):
         np.testing.assert_allclose(k_reciprocal_rerank(*args, k1=k1, k2=k2), loop_k_reciprocal(*args, k1, k2, 0.3),
                                    atol=1e-9)
+
+
+def test_any_object_with_a_rerank_method_is_a_reranker():
+    "The re-ranker contract: Searcher calls rerank(searcher, vectors, k, excludes, query_images) on any object that has it."
+    import numpy as np
+    import pytest
+    from cbir.index import Index
+    from cbir.search import Searcher
+
+    class Reverse:  # a toy re-ranker: the plain top-k, in reverse order
+        def rerank(self, searcher, vectors, k, excludes, query_images=None):
+            self.seen = (len(vectors), k, excludes, query_images)
+            res = searcher.search_embeddings(vectors, k, exclude=excludes, rerank="none")
+            res.ids, res.distances, res.positions = res.ids[:, ::-1], res.distances[:, ::-1], res.positions[:, ::-1]
+            return res
+
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(20, 8)).astype(np.float32)
+    s = Searcher(None, Index.build(g, ids=[f"g{i}" for i in range(20)]))
+    reverse = Reverse()
+    rev = s.search_embeddings(g[:2], k=4, exclude=["g0", "g1"], rerank=reverse)
+    ref = s.search_embeddings(g[:2], k=4, exclude=["g0", "g1"], rerank="none")
+    np.testing.assert_array_equal(rev.ids, ref.ids[:, ::-1])
+    assert reverse.seen[:2] == (2, 4) and reverse.seen[2] == [{"g0"}, {"g1"}] and reverse.seen[3] is None
+    with pytest.raises(ValueError, match="re-ranker object"):
+        s.search_embeddings(g[:1], k=2, rerank=object())
