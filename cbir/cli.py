@@ -26,7 +26,7 @@ from .viz import save_figure, show_query_grid
 from .evaluate import evaluate
 from .losses import LOSSES
 from .mining import MINERS
-from .train import Trainer, cache_images, class_retrieval, embed_tensor
+from .train import CACHE_GB, Trainer, cache_images, class_retrieval, embed_tensor
 from .crossmodal import CrossModal, CrossModalTrainer, attribute_retrieval, load_attributes
 
 # %% ../nbs/12_cli.ipynb #1027b2c2
@@ -240,6 +240,7 @@ def train_command(folder: str | None = None, # image folder, one sub-folder per 
                   p: int = 32, k: int = 4, lr: float = 1e-3, memory: int = 0,
                   val_fraction: float = 0.2, seed: int = 0, n_images: int = 4000, n_classes: int = 200,
                   attributes: str | None = None, # an attribute table (CSV or CelebA-style) of FOLDER's images: train for attribute search
+                  cache_gb: float = CACHE_GB, # decoded images above this many GB are streamed from disk instead of cached
                  ) -> Path:
     "Train an embedder on a folder's classes (or the glyph set), keep the best validation epoch; return its checkpoint path."
     if attributes is not None:
@@ -258,7 +259,8 @@ def train_command(folder: str | None = None, # image folder, one sub-folder per 
           + (f", {len(test.classes)} held out for the final test" if test is not None else ""))
     embedder = trainable_embedder(backbone, weights, image_size, dim, seed)
     miner = DEFAULT_MINERS.get(loss) if miner == "auto" else miner
-    trainer = Trainer(embedder, train, val, loss=loss, miner=miner, p=p, k=k, lr=lr, memory=memory, seed=seed, out=out)
+    trainer = Trainer(embedder, train, val, loss=loss, miner=miner, p=p, k=k, lr=lr, memory=memory, seed=seed, out=out,
+                      cache_gb=cache_gb)
     print(trainer)
     trainer.fit(epochs=epochs, minutes=3.0 if epochs is None and minutes is None else minutes)
     if test is not None:
@@ -455,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-images", type=int, default=4, help="K: images per class in a batch (default: 4)")
     t.add_argument("--lr", type=float, help="learning rate (default: 0.001; 0.003 with --attributes)")
     t.add_argument("--memory", type=int, default=0, help="cross-batch memory size (default: 0, none)")
+    t.add_argument("--cache-gb", type=float, default=CACHE_GB, help=f"memory budget for decoded training images; above it they are "
+                   f"streamed from disk batch by batch (default: {CACHE_GB:g}; --attributes training always caches)")
     t.add_argument("--val-fraction", type=float, default=0.2, help="share of the classes used for validation (default: 0.2)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("--n-images", type=int, default=4000, help="with --glyphs: images to generate (default: 4000)")
@@ -492,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
                           image_size=args.image_size, dim=args.dim, p=args.batch_classes, k=args.batch_images,
                           lr=args.lr if args.lr is not None else 3e-3 if args.attributes else 1e-3,
                           memory=args.memory, val_fraction=args.val_fraction, seed=args.seed,
-                          n_images=args.n_images, n_classes=args.n_classes, attributes=args.attributes)
+                          n_images=args.n_images, n_classes=args.n_classes, attributes=args.attributes,
+                          cache_gb=args.cache_gb)
         elif args.command == "index":
             build_folder_index(args.folder, args.out, backbone=args.backbone, weights=args.weights, pooling=args.pooling,
                                image_size=args.image_size, kind=args.kind, metric=args.metric, checkpoint=args.checkpoint,

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn
 
-from .data import _warn, ImageSet, load_attribute_file
+from .core import warn_caller
+from .data import ImageSet, load_attribute_file
 from .embed import Embedder, EmbedderBase, save_checkpoint, load_checkpoint, read_checkpoint_sidecar
 from .evaluate import evaluate
 from .losses import triplet_loss, ntxent_loss
@@ -55,7 +56,7 @@ def load_attribute_csv(csv_file: str | os.PathLike, # header: path, attribute na
         else: files.append(row[0].strip()); values.append([c == "1" for c in cells]); continue
         skipped[why] = skipped.get(why, 0) + 1; first.setdefault(why, line)
     if not files: raise ValueError(f"{csv_file}: no usable rows" + (f" ({'; '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else ""))
-    if skipped: _warn(f"{csv_file}: skipped " + "; ".join(f"{v} row(s) {k} (first at line {first[k]})" for k, v in skipped.items())
+    if skipped: warn_caller(f"{csv_file}: skipped " + "; ".join(f"{v} row(s) {k} (first at line {first[k]})" for k, v in skipped.items())
                               + f"; kept {len(files)} images")
     ds = ImageSet([str(root / f) for f in files], [0] * len(files), ["all"], files, np.array(values, bool), names, name=name or csv_file.stem)
     ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
@@ -76,14 +77,14 @@ def write_attribute_csv(ds: ImageSet, # images with attributes (e.g. `make_shape
                         csv_file: str | os.PathLike | None = None, # the table (default: `folder`.csv beside the folder)
                        ) -> Path:
     "Write `ds` as an image folder plus an attribute CSV that `load_attributes` and `cbir train --attributes` read; returns the CSV."
-    from cbir.data import _safe_filename
+    from cbir.data import safe_filename
     if ds.attributes is None: raise ValueError(f"{ds.name!r} has no attributes to write")
     folder = ds.to_folder(folder, overwrite=True)
     csv_file = Path(csv_file) if csv_file is not None else folder.with_suffix(".csv")
     out = io.StringIO(); w = csv.writer(out, lineterminator="\n")
     w.writerow(["path", *ds.attribute_names])
     for i in range(len(ds)):
-        rel = f"{_safe_filename(ds.classes[ds.labels[i]])}/{_safe_filename(Path(str(ds.ids[i])).stem)}.png"
+        rel = f"{safe_filename(ds.classes[ds.labels[i]])}/{safe_filename(Path(str(ds.ids[i])).stem)}.png"
         if not (folder / rel).is_file(): raise RuntimeError(f"expected {folder / rel} after to_folder")
         w.writerow([rel, *ds.attributes[i].astype(int).tolist()])
     csv_file.write_text(out.getvalue())
@@ -285,7 +286,7 @@ class CrossModalTrainer(Trainer):
                 raise ValueError(f"the {name} set's attributes {ds.attribute_names[:5]}... differ from the model's {model.names[:5]}...: same names in the same order")
         counts = train.attributes.sum(0)
         if (never := [n for n, c in zip(model.names, counts) if c == 0]):
-            _warn(f"no training image has {never}: the model cannot learn them, and queries asking for them will be refused")
+            warn_caller(f"no training image has {never}: the model cannot learn them, and queries asking for them will be refused")
         model.counts = counts.astype(np.int64)
         model.loss, model.head_trained = loss, loss == "bce" or aux > 0
         self._start(model, seed, out)
@@ -304,12 +305,18 @@ class CrossModalTrainer(Trainer):
         self.sampler = RandomBatches(len(self.train_x), batch_size, seed)
         self.val = None if val is None else self._cache(val)
         self.report = {name: self._cache(ds) for name, ds in (report or {}).items()}
-        self.classes = dict(train=[train.name], val=None if val is None else [val.name])
+        self.classes = self._sets_seen(train, val)
 
     def __repr__(self):
         s = self.settings
         return (f"CrossModalTrainer({self.model.config['backbone']}, loss={s['loss']}, aux={s['aux']}, synthetic={s['synthetic']:.2f}, "
                 f"batch {s['batch_size']}, lr={s['lr']}, {len(self.train_x)} training images, epoch {self.epoch})")
+
+
+@patch(cls_method=True)
+def _sets_seen(cls: CrossModalTrainer, train: ImageSet, val: ImageSet | None) -> dict:
+    "The names of the training and validation sets (attribute training has no classes to compare)."
+    return dict(train=[train.name], val=None if val is None else [val.name])
 
 # %% ../nbs/11_crossmodal.ipynb #bbb6596f
 def attribute_queries(attrs: np.ndarray, # (N, A) bool attributes of the searched images
@@ -385,11 +392,16 @@ def _columns(self: CrossModalTrainer) -> list:
 
 # %% ../nbs/11_crossmodal.ipynb #6dfb5ab4
 @patch
-def _train_step(self: CrossModalTrainer, idx: list, lr_factor: float) -> tuple[float, dict]:
+def _batches(self: CrossModalTrainer):
+    "One epoch of batches (x float16, attributes (B, A)) from the cache."
+    for idx in self.sampler: yield self.train_x[idx], self.train_a[idx]
+
+@patch
+def _train_step(self: CrossModalTrainer, batch: tuple, lr_factor: float) -> tuple[float, dict]:
     "One step: image embeddings against the batch's reference attribute embeddings (and/or the head's BCE)."
     for g in self.opt.param_groups: g["lr"] = g["base_lr"] * lr_factor
     m, s = self.model, self.settings
-    x, a = self.train_x[idx].float(), self.train_a[idx]
+    x, a = batch[0].float(), batch[1]
     if self.augment is not None: x = augment_batch(x, generator=self.gen, **self.augment)
     emb = m.image(x.to(m.device))
     if not torch.isfinite(emb).all(): self._fail("the image embeddings")
@@ -444,21 +456,17 @@ def _save_weights(self: CrossModalTrainer, path, meta: dict, extra: dict | None 
     return save_crossmodal(self.model, path, meta, extra)
 
 @patch(cls_method=True)
-def resume(cls: CrossModalTrainer, path: str | os.PathLike, # last.pt of an earlier run
-           train: ImageSet, val: ImageSet | None = None, # the same images as before
-           out: str | os.PathLike | None = None, report: dict | None = None) -> CrossModalTrainer:
-    "A cross-modal trainer that continues from a resumable checkpoint: same settings, weights, optimizer and random state."
-    state, meta = load_checkpoint(path)
-    if "crossmodal" not in meta: raise ValueError(f"{path} is not a cross-modal checkpoint: resume it with cbir.train.Trainer.resume")
-    if "optimizer" not in state: raise ValueError(f"{path} holds weights only (e.g. best.pt); resume from last.pt")
-    s = meta["train"]
-    t = cls(CrossModal.from_checkpoint(path), train, val, loss=s["loss"], aux=s["aux"], synthetic=s["synthetic"], margin=s["margin"],
-            temperature=s["temperature"], batch_size=s["batch_size"], lr=s["lr"], weight_decay=s["weight_decay"],
-            augment=s["augment"], seed=s["seed"], out=out, report=report, queries=s["queries"])
-    t.rng.bit_generator.state = json.loads(state["np_rng"])
-    return t._restore(state, meta, path, best_weights=lambda b: {**{f"image.{k}": v for k, v in b["model"].items()},
-                                                                  **{f"attributes.{k}": v for k, v in b["attribute_encoder"].items()},
-                                                                  **{f"head.{k}": v for k, v in b["attribute_head"].items()}})
+def _model_from_checkpoint(cls: CrossModalTrainer, path): return CrossModal.from_checkpoint(path)
+
+@patch
+def _load_extra_state(self: CrossModalTrainer, state: dict):
+    "The synthetic-negative generator's state (the image encoder, attribute encoder and head are in the weights)."
+    self.rng.bit_generator.state = json.loads(state["np_rng"])
+
+@patch
+def _best_weights(self: CrossModalTrainer, b: dict) -> dict:
+    return {**{f"image.{k}": v for k, v in b["model"].items()}, **{f"attributes.{k}": v for k, v in b["attribute_encoder"].items()},
+            **{f"head.{k}": v for k, v in b["attribute_head"].items()}}
 
 # %% ../nbs/11_crossmodal.ipynb #fa1ed706
 @patch
@@ -523,7 +531,7 @@ def show_attribute_results(rows: list, # dicts: `query` (text or an image), `res
     "A grid: per row the query, then the results with a ✓/✗ mark and their attributes (hit = has every asked attribute)."
     import textwrap
     import matplotlib.pyplot as plt
-    from cbir.viz import _show_image, HIT_COLOR, MISS_COLOR, QUERY_COLOR
+    from cbir.viz import show_image, HIT_COLOR, MISS_COLOR, QUERY_COLOR
     k = max(len(r["results"]) for r in rows)
     fig, axes = plt.subplots(len(rows), k + 1, figsize=(cell_size * (k + 1), cell_size * 1.7 * len(rows)), squeeze=False)
     for row, axs in zip(rows, axes):
@@ -532,12 +540,12 @@ def show_attribute_results(rows: list, # dicts: `query` (text or an image), `res
             axs[0].axis("off")
             axs[0].text(0.5, 0.5, row["query"].replace(" ", "\n").replace(",", ""), ha="center", va="center", fontsize=10,
                         color=QUERY_COLOR, weight="bold", transform=axs[0].transAxes)
-        else: _show_image(axs[0], row["query"], row.get("title", "query"), QUERY_COLOR)
+        else: show_image(axs[0], row["query"], row.get("title", "query"), QUERY_COLOR)
         for j, ax in enumerate(axs[1:]):
             if j >= len(row["results"]): ax.axis("off"); continue
             has = np.asarray(row["attributes"][j], bool)
             hit = bool((has | ~asked).all())
-            _show_image(ax, row["results"][j], "", HIT_COLOR if hit else MISS_COLOR)
+            show_image(ax, row["results"][j], "", HIT_COLOR if hit else MISS_COLOR)
             ax.set_title(("✓ " if hit else "✗ ") + f"#{j + 1}", fontsize=9, color=HIT_COLOR if hit else MISS_COLOR)
             ax.set_xlabel(textwrap.fill(_short(names, has), 15), fontsize=9)
     fig.tight_layout()

@@ -25,23 +25,14 @@ from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 import cbir
+from .core import MissingExtraError, atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
+
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'PHOTOS',
-           'ImageReadError', 'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'atomic_write_bytes',
-           'write_file_set', 'read_file_set', 'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes',
-           'glyph_template', 'draw_glyph', 'make_glyphs', 'load_fashion', 'load_attribute_file', 'MissingExtraError',
-           'require_extra', 'load_photos']
-
-# %% ../nbs/00_data.ipynb #427d03a8
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(cbir.__file__)) + os.sep
-
-def _warn(message: str, category: type[Warning] = UserWarning):
-    "`warnings.warn` attributed to the first caller outside the `cbir` package (the user's line)."
-    frame, level = sys._getframe(1), 2  # stacklevel 2 is our caller
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level)
+           'ImageReadError', 'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'safe_filename',
+           'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes', 'glyph_template', 'draw_glyph',
+           'make_glyphs', 'load_fashion', 'load_attribute_file', 'load_photos']
 
 # %% ../nbs/00_data.ipynb #6abc115f
 class ImageReadError(ValueError):
@@ -102,7 +93,7 @@ def _decode(fp, source: str, max_pixels: int | None) -> Image.Image:
 def _orient_and_convert(im: Image.Image, source: str) -> Image.Image:
     "Apply the EXIF orientation tag (if any) and convert to RGB."
     try: im = ImageOps.exif_transpose(im)
-    except Exception as e: _warn(f"{source}: ignoring unreadable EXIF orientation ({e})")
+    except Exception as e: warn_caller(f"{source}: ignoring unreadable EXIF orientation ({e})")
     try: return _to_rgb(im)
     except Exception as e: raise ImageReadError(source, f"unsupported pixel mode {im.mode!r} ({e})") from None
 
@@ -380,88 +371,12 @@ def load_image_folder(root: str | os.PathLike,  # folder with one sub-folder per
     if not items: raise ValueError(f"load_image_folder: no image files ({', '.join(exts)}) in sub-folders of {root}; "
                                    "expected root/<class name>/<image files>")
     if skipped := {k: v for k, v in skipped.items() if v}:
-        _warn(f"load_image_folder({root}): skipped " + ", ".join(f"{v} file(s) {k}" for k, v in skipped.items()))
+        warn_caller(f"load_image_folder({root}): skipped " + ", ".join(f"{v} file(s) {k}" for k, v in skipped.items()))
     ids = [Path(p).relative_to(root).as_posix() for p in items]
     return ImageSet(items, labels, classes, ids, name=name or root.name)
 
-# %% ../nbs/00_data.ipynb #8be81e1b
-def atomic_write_bytes(path: str | os.PathLike, # destination file; its folder is created if needed
-                       data: bytes, # the complete new contents
-                       ) -> Path:
-    "Write `data` to `path` through a temporary file in the same folder and `os.replace`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return path
-
-# %% ../nbs/00_data.ipynb #d4864ca5
-def _fsync_dir(folder: Path) -> None:
-    "Flush a folder's entries (the renames in it) to disk, where the OS allows it."
-    try: fd = os.open(folder, os.O_RDONLY)
-    except OSError: return
-    try: os.fsync(fd)
-    except OSError: pass
-    finally: os.close(fd)
-
-def _set_leftovers(path: Path, roles, keep: set) -> list[Path]:
-    "Files of the set `path` that no sidecar names: other generations' members and temp files of killed writes."
-    name, gen = re.escape(path.name), r"[0-9a-f]{12}"
-    roles = "|".join(re.escape(r) for r in roles)
-    pattern = re.compile(rf"^(?:{name}\.{gen}\.(?:{roles})|\.{name}(?:\.{gen}\.(?:{roles})|\.json)\.[A-Za-z0-9_]+\.tmp)$")
-    return [p for p in path.parent.iterdir() if pattern.match(p.name) and p.name not in keep]
-
-# %% ../nbs/00_data.ipynb #775e6b3e
-def write_file_set(path: str | os.PathLike, # the set's name: its sidecar is `path`.json
-                   members: dict, # role -> bytes, e.g. {"faiss": ..., "ids.npz": ...}; role names end the file names
-                   sidecar: dict, # JSON-able metadata; a "files" entry (name, size, SHA-256 per role) is added
-                   legacy: Sequence = (), # files of an older layout to delete once the new set is committed
-                  ) -> Path:
-    "Write files as one all-or-nothing unit: members under a new generation name, then the sidecar (the commit), then clean up."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    gen, files = os.urandom(6).hex(), {}
-    for role, data in members.items():
-        member = atomic_write_bytes(path.parent / f"{path.name}.{gen}.{role}", data)
-        files[role] = dict(name=member.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    _fsync_dir(path.parent)
-    atomic_write_bytes(f"{path}.json", json.dumps({**sidecar, "files": files}, indent=2, default=str).encode())
-    _fsync_dir(path.parent)  # committed: from here on a reader sees the new set
-    for p in _set_leftovers(path, members, keep={f["name"] for f in files.values()}) + [Path(p) for p in legacy]:
-        Path(p).unlink(missing_ok=True)
-    return path
-
-# %% ../nbs/00_data.ipynb #b338ecd8
-def read_file_set(path: str | os.PathLike, # the name given to `write_file_set`
-                 ) -> tuple[dict, dict | None]: # (sidecar, role -> bytes); None for a sidecar without a "files" list (older layout)
-    "Read a set written by `write_file_set`, refusing members that are missing or differ from what its sidecar recorded."
-    path, side = Path(path), Path(f"{path}.json")
-    if not side.is_file(): raise FileNotFoundError(f"{side} not found: nothing was saved under {path.name} in {path.parent}")
-    try: meta = json.loads(side.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{side} is not valid JSON ({e}); the sidecar is damaged: save again") from None
-    if not isinstance(meta, dict): raise ValueError(f"{side} is not a cbir sidecar (a JSON object was expected)")
-    if "files" not in meta: return meta, None
-    data = {}
-    for role, f in meta["files"].items():
-        p = path.parent / f["name"]
-        if not re.fullmatch(rf"{re.escape(path.name)}\.[0-9a-f]{{12}}\.{re.escape(role)}", f["name"]):
-            raise ValueError(f"{side} names {f['name']}, which belongs to another saved set: the sidecar was renamed or copied "
-                             f"from another save; save {path.name} again")
-        if not p.is_file():
-            raise ValueError(f"{side} names {f['name']}, which is missing: the saved set is incomplete (a file was deleted, or the "
-                             "set was copied without it); copy all its files together, or save again")
-        data[role] = p.read_bytes()
-        if len(data[role]) != f["bytes"] or hashlib.sha256(data[role]).hexdigest() != f["sha256"]:
-            raise ValueError(f"{p.name} does not match {side.name} ({len(data[role])} bytes, the sidecar recorded {f['bytes']}; "
-                             "SHA-256 differs): it was modified or comes from another save; save again")
-    return meta, data
-
 # %% ../nbs/00_data.ipynb #49b9e328
-def _safe_filename(s: str) -> str:
+def safe_filename(s: str) -> str:
     "A file/folder name made from s: path separators and odd characters replaced by '_'."
     return re.sub(r"[^\w.\- ]+", "_", s).strip(" .") or "_"
 
@@ -475,7 +390,7 @@ def to_folder(self: ImageSet,
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())) and not overwrite:
         raise FileExistsError(f"to_folder: {root} exists and is not empty; pass overwrite=True to replace it")
-    folders = {c: _safe_filename(c) for c in self.classes}
+    folders = {c: safe_filename(c) for c in self.classes}
     if d := _dupes(folders.values()): raise ValueError(f"to_folder: class names collide as folder names: {d[:5]}")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-", dir=root.parent))
@@ -483,7 +398,7 @@ def to_folder(self: ImageSet,
         used, failed = set(), []
         for i in range(len(self)):
             folder = staging / folders[self.classes[self.labels[i]]]
-            stem = _safe_filename(Path(str(self.ids[i])).stem)
+            stem = safe_filename(Path(str(self.ids[i])).stem)
             if (folder.name, stem) in used: stem = f"{stem}-{i}"
             used.add((folder.name, stem))
             try: im = self[i]
@@ -498,7 +413,7 @@ def to_folder(self: ImageSet,
         else: os.replace(staging, root)
     finally:
         if staging.exists(): shutil.rmtree(staging)
-    if failed: _warn(f"to_folder: skipped {len(failed)} unreadable image(s): {', '.join(failed[:5])}")
+    if failed: warn_caller(f"to_folder: skipped {len(failed)} unreadable image(s): {', '.join(failed[:5])}")
     return root
 
 # %% ../nbs/00_data.ipynb #ce3efef3
@@ -518,7 +433,7 @@ def class_disjoint_split(ds: ImageSet,
     "Split `ds` into ImageSets (train, val, test by default) whose classes are disjoint; each keeps only its classes."
     fr = np.asarray(fractions, dtype=float)
     if fr.ndim != 1 or len(fr) == 0 or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"class_disjoint_split: fractions must be non-negative and sum to 1; got {tuple(fractions)}")
+        raise ValueError(f"class_disjoint_split: fractions must be a sequence of non-negative shares that sum to 1, e.g. (0.5, 0.25, 0.25); got {fractions!r}")
     present = np.unique(ds.labels)
     if len(present) < (fr > 0).sum():
         raise ValueError(f"class_disjoint_split: {ds.name!r} has {len(present)} classes with images, too few for "
@@ -558,7 +473,7 @@ def drop_rare_classes(ds: ImageSet, min_count: int = 2) -> ImageSet:
     counts = np.bincount(ds.labels, minlength=len(ds.classes))
     keep = counts[ds.labels] >= min_count
     if (dropped := ((counts > 0) & (counts < min_count)).sum()):
-        _warn(f"drop_rare_classes: dropped {dropped} class(es) with fewer than {min_count} images "
+        warn_caller(f"drop_rare_classes: dropped {dropped} class(es) with fewer than {min_count} images "
                       f"({(~keep).sum()} image(s)) from {ds.name!r}")
     return ds.subset(keep, drop_unused_classes=True)
 
@@ -738,7 +653,7 @@ def _fashion_imageset(rows, col, label, attribute_columns, images_dir, styles, m
                  f"{' ...' if len(malformed) > 5 else ''})"] if malformed else []
         parts += [f"{v} row(s) {k}" + (f" (e.g. {', '.join(missing_examples[:3])})" if "missing" in k else "")
                   for k, v in skipped.items()]
-        _warn(f"load_fashion: skipped {'; '.join(parts)} in {styles}; kept {len(rows)} images")
+        warn_caller(f"load_fashion: skipped {'; '.join(parts)} in {styles}; kept {len(rows)} images")
     return ds
 
 # %% ../nbs/00_data.ipynb #dabe4bd5
@@ -783,7 +698,7 @@ def _attribute_imageset(files, rows, names, identities, images_dir, name, attr_f
                   np.array(rows, bool).reshape(len(rows), len(names)), names, name=name)
     ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
     if skipped:
-        _warn(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
+        warn_caller(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
                       for k, v in skipped.items()) + f" in {attr_file}; kept {len(files)} images")
     return ds
 
@@ -796,19 +711,6 @@ PHOTOS = {  # file in skimage/data -> scene (the class); the real photographs sc
     "page.png": "page", "retina.jpg": "retina", "rocket.jpg": "rocket", "text.png": "text",
 }
 
-class MissingExtraError(ImportError):
-    "An optional dependency is not installed; the message names the `pip install` line that brings it."
-
-def require_extra(module: str, # the module to import, e.g. "skimage"
-                  extra: str = "pretrained", # the cbir extra that installs it
-                  what: str = "this", # what needs it, for the message
-                 ):
-    "Import and return `module`, or raise MissingExtraError naming the extra that installs it."
-    import importlib
-    try: return importlib.import_module(module)
-    except ImportError as e:
-        raise MissingExtraError(f"{what} needs the optional package {module!r} ({e}); install it with: "
-                                f'pip install "cbir[{extra}]"') from None
 
 # %% ../nbs/00_data.ipynb #559c3c35
 def load_photos(max_side: int | None = 512, # shrink larger photographs to this longest side (None keeps them)

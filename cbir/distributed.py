@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import _warn, ImageSet, atomic_write_bytes, load_image_folder
+from .core import atomic_write_bytes, warn_caller
+from .data import ImageSet, load_image_folder
 from .embed import Embeddings, ImageSource, collate_skipping_failures
 
 # %% auto #0
@@ -140,7 +141,7 @@ def embed_distributed(embedder, # an Embedder (any backbone; it is shipped to th
         if started: ray.shutdown()
     parts = [Embeddings.load(shard_path(out, s)) for s in range(len(shards))]
     failed = [f for p in parts for f in p.failed]
-    if failed: _warn(f"skipped {len(failed)} of {len(ids)} unreadable images (listed in .failed), e.g. {failed[0][0]}: {failed[0][1]}")
+    if failed: warn_caller(f"skipped {len(failed)} of {len(ids)} unreadable images (listed in .failed), e.g. {failed[0][0]}: {failed[0][1]}")
     print(f"embed_distributed: {len(todo)} of {len(shards)} shards embedded by {workers} workers, "
           f"{len(shards) - len(todo)} already done; {len(ids) - len(failed)} vectors, {len(failed)} unreadable")
     return Embeddings(np.concatenate([p.vectors for p in parts]), np.concatenate([p.ids for p in parts]).astype(str),

@@ -28,7 +28,8 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data import _warn, ImageReadError, ImageSet, require_extra, atomic_write_bytes, load_image_folder, read_file_set, read_image, write_file_set
+from .core import atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
+from .data import ImageReadError, ImageSet, load_image_folder, read_image
 from .transforms import eval_transform, preset_of, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -339,7 +340,7 @@ def _run(self: EmbedderBase, loader: DataLoader, n: int, progress: bool) -> Embe
                 ids += batch_ids
             bar.update(len(batch_ids) + len(batch_failed))
     if not ids: raise ValueError(f"none of the {n} images could be read, e.g. {failed[0][0]}: {failed[0][1]}")
-    if failed: _warn(f"skipped {len(failed)} of {n} unreadable images (listed in .failed), e.g. {failed[0][0]}: {failed[0][1]}")
+    if failed: warn_caller(f"skipped {len(failed)} of {n} unreadable images (listed in .failed), e.g. {failed[0][0]}: {failed[0][1]}")
     return Embeddings(np.concatenate(vectors), np.array(ids), dict(self.config), failed)
 
 @patch
@@ -366,7 +367,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     "'fp32' or 'bf16' for `precision` in ('auto', 'fp32', 'bf16')."
     if precision not in ("auto", "fp32", "bf16"): raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision == "bf16" and not bf16_is_fast(device):
-        _warn(f"precision='bf16' on a {device.type} without native bfloat16 (AVX-512 BF16 / AMX): it is emulated and "
+        warn_caller(f"precision='bf16' on a {device.type} without native bfloat16 (AVX-512 BF16 / AMX): it is emulated and "
                       "usually slower than fp32; precision='auto' picks fp32 here")
     return ("bf16" if bf16_is_fast(device) else "fp32") if precision == "auto" else precision
 

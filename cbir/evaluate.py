@@ -15,9 +15,9 @@ import numpy as np
 import json
 from pathlib import Path
 
-from .data import atomic_write_bytes
-from .index import Index, as_vectors, l2_normalize
-from .metrics import (K_SWEEP, NoRelevantWarning, _Hits, _interpolated, _per_query, _queries_to_average, cap_ks,
+from .core import atomic_write_bytes
+from .index import Index, IndexLike, as_vectors, l2_normalize
+from .metrics import (K_SWEEP, NoRelevantWarning, HitTable, interpolate_at_levels, per_query_values, queries_to_average, cap_ks,
                           interpolated_precision, ndcg_at_k, per_query_metrics, retrieval_metrics)
 from . import viz
 
@@ -77,7 +77,7 @@ def rank_gallery(
     if searcher is None:
         if gallery is None: raise ValueError("rank_gallery needs gallery embeddings or a searcher")
         searcher = Index.build(gallery, kind="flat", metric=metric)
-    n = searcher.ntotal if hasattr(searcher, "ntotal") else len(searcher.index.ids)
+    n = searcher.ntotal if isinstance(searcher, IndexLike) else len(searcher.index.ids)
     res = searcher.search(queries, k=n if k is None else min(int(k), n))
     valid = np.asarray(res.valid) if getattr(res, "valid", None) is not None else np.asarray(res.positions) >= 0
     positions = np.where(valid, res.positions, -1).astype(np.int64)
@@ -296,7 +296,7 @@ def evaluate(
         gallery_labels = query_labels if gallery_labels is None else gallery_labels
         gallery_attributes = query_attributes if gallery_attributes is None else gallery_attributes
     n_q = len(queries)
-    n_g = len(gallery) if gallery is not None else searcher.ntotal if hasattr(searcher, "ntotal") else len(searcher.index.ids)
+    n_g = len(gallery) if gallery is not None else searcher.ntotal if isinstance(searcher, IndexLike) else len(searcher.index.ids)
     gallery_ids = np.arange(n_g) if gallery_ids is None else np.asarray(gallery_ids)
     if len(gallery_ids) != n_g: raise ValueError(f"{len(gallery_ids)} gallery ids for {n_g} gallery items")
     if disjoint_from is not None and query_labels is not None:
@@ -431,18 +431,18 @@ def _stream_label_ranking(queries, gallery, metric: str, query_labels, gallery_l
             top = _top_of(good[r], ordered[r], removed[i], w)
             pos[i, :len(top)], sc[i, :len(top)] = top, scores[r, top]
             rel[i, :len(top)] = (g_class[top] == q_class[i]) & known[i]
-    hits = _Hits.from_ranks(np.concatenate(rows + [np.empty(0, np.int64)]), np.concatenate(cols + [np.empty(0, np.int64)]), n_q, width)
+    hits = HitTable.from_ranks(np.concatenate(rows + [np.empty(0, np.int64)]), np.concatenate(cols + [np.empty(0, np.int64)]), n_q, width)
     return hits, n_rel, pos, sc, rel
 
 # %% ../nbs/07_evaluate.ipynb #74004ada
 def _report_from_hits(h, n_relevant, ks, no_relevant: str, positions, scores, rel, protocol: dict) -> EvaluationReport:
     "The report of a streamed evaluation: the same metric code as `score_rankings`, fed with sparse hits."
     ks = cap_ks(ks, h.width)
-    averaged = _queries_to_average(n_relevant, no_relevant)  # warns (or raises) about queries without relevant items
-    per_query = _per_query(h, n_relevant, ks)[0]
+    averaged = queries_to_average(n_relevant, no_relevant)  # warns (or raises) about queries without relevant items
+    per_query = per_query_values(h, n_relevant, ks)[0]
     metrics = {name: float(v[averaged].mean()) for name, v in per_query.items()}
     levels = np.linspace(0, 1, 101)
-    curve = _interpolated(h, n_relevant, levels)[averaged].mean(0)
+    curve = interpolate_at_levels(h, n_relevant, levels)[averaged].mean(0)
     protocol = dict(protocol, n_averaged=int(averaged.sum()), streamed=True, top_kept=positions.shape[1])
     return EvaluationReport(metrics, per_query, ks, n_relevant, positions, scores, rel, levels, curve, protocol)
 

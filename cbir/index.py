@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from typing import Protocol, runtime_checkable
 import logging
 import math
 import os
@@ -20,14 +21,15 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .data import atomic_write_bytes, read_file_set, write_file_set
+from .core import atomic_write_bytes, read_file_set, write_file_set
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'METRICS', 'MISSING_INT', 'MISSING_STR', 'KINDS', 'l2_normalize', 'as_vectors', 'as_ids', 'SearchResult',
-           'Index', 'default_nlist', 'default_pq_m', 'factory_string', 'training_needs', 'make_clustered_vectors',
-           'recall_at_k']
+__all__ = ['logger', 'METRICS', 'MISSING_INT', 'MISSING_STR', 'INDEX_MEMBERS', 'KINDS', 'l2_normalize', 'as_vectors', 'as_ids',
+           'SearchResult', 'stores_own_ids', 'IndexLike', 'IndexBase', 'Index', 'default_nlist', 'default_pq_m',
+           'factory_string', 'training_needs', 'estimate_memory', 'choose_index', 'check_expected',
+           'make_clustered_vectors', 'recall_at_k']
 
 # %% ../nbs/03_index.ipynb #e8e477bb
 METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT, "cosine": faiss.METRIC_INNER_PRODUCT}
@@ -105,20 +107,77 @@ class SearchResult:
     def __len__(self): return len(self.ids)
 
 # %% ../nbs/03_index.ipynb #fc599b0e
-def _stores_own_ids(factory: str) -> bool:
+def stores_own_ids(factory: str) -> bool:
     """True when the FAISS index for `factory` accepts `add_with_ids` without an IDMap wrapper (IVF kinds)."""
     return "IVF" in factory and "RFlat" not in factory and "Refine" not in factory
 
 
 def _make_faiss_index(factory: str, dim: int, metric: str) -> faiss.Index:
-    full = factory if _stores_own_ids(factory) else "IDMap," + factory
+    full = factory if stores_own_ids(factory) else "IDMap," + factory
     try:
         return faiss.index_factory(dim, full, METRICS[metric])
     except RuntimeError as e:
         raise ValueError(f"FAISS cannot build factory string {factory!r} for dimension {dim}: {str(e).strip().splitlines()[-1]}") from None
 
+# %% ../nbs/03_index.ipynb #fa9aa225
+@runtime_checkable
+class IndexLike(Protocol):
+    "What `Searcher`, `evaluate` and the CLI rely on from an index, whatever stores its vectors."
+    metric: str  # "l2", "ip" or "cosine"
+    embedder_config: dict  # the embedder that made the vectors (written to the sidecar)
+    @property
+    def dim(self) -> int: ...
+    @property
+    def ntotal(self) -> int: ...
+    @property
+    def ids(self) -> np.ndarray: ...
+    @property
+    def supports_removal(self) -> bool: ...
+    def add(self, vectors, ids=None) -> np.ndarray: ...
+    def remove(self, ids) -> int: ...
+    def search(self, queries, k: int = 10, exclude=None) -> SearchResult: ...
+    def save(self, path, **kwargs) -> Path: ...
+    @classmethod
+    def build(cls, vectors, ids=None, **kwargs): ...
+    @classmethod
+    def load(cls, path, **kwargs): ...
+
+INDEX_MEMBERS = ("metric", "embedder_config", "dim", "ntotal", "ids", "supports_removal", "add", "remove", "search",
+                 "save", "build", "load", "__len__")  # IndexLike's members, named for error messages
+
+class IndexBase:
+    "What every index backend shares; a subclass keeps its item ids in `_ids` and defines `dim`, `metric` and `ntotal`."
+    def __len__(self): return self.ntotal
+
+    def prepare(self, vectors, what: str = "vectors") -> np.ndarray:
+        "`vectors` checked against the index's dimension (float32, C-contiguous), L2-normalised for the cosine metric."
+        x = as_vectors(vectors, self.dim, what)
+        return l2_normalize(x) if self.metric == "cosine" else x
+
+    def checked_new_ids(self, ids, n: int) -> np.ndarray:
+        """Checked ids for `n` new vectors: unique, of the index's id type, not already in the index."""
+        if ids is None and self._ids.dtype.kind == "U":
+            raise ValueError("this index has string ids: pass one id per vector to add()")
+        if ids is None: ids = np.arange(n) + (int(self._ids.max()) + 1 if len(self._ids) else 0)
+        new_ids = as_ids(ids, n)
+        if len(self._ids) and new_ids.dtype.kind != self._ids.dtype.kind:
+            raise ValueError(f"ids must have the same type as the index's ids ({self._ids.dtype}), got {new_ids.dtype}")
+        clash = np.intersect1d(new_ids, self._ids)
+        if len(clash): raise ValueError(f"ids already in the index: {clash[:5].tolist()}; remove them first to replace them")
+        return new_ids
+
+    def rows_of(self, ids) -> np.ndarray:
+        """Index rows of these ids (each once), or a ValueError naming the unknown ones."""
+        want = np.unique(np.asarray(ids, dtype=self._ids.dtype).ravel())
+        order = np.argsort(self._ids)
+        found = np.searchsorted(self._ids[order], want).clip(max=max(len(order) - 1, 0))
+        known = len(order) > 0 and (self._ids[order][found] == want)
+        if not np.all(known):
+            raise ValueError(f"ids not in the index: {want[~np.asarray(known, bool)][:5].tolist()}; nothing was removed")
+        return order[found]
+
 # %% ../nbs/03_index.ipynb #c13a48db
-class Index:
+class Index(IndexBase):
     """A FAISS index that maps results back to item ids and remembers what made it."""
     def __init__(self, faiss_index: faiss.Index, # the FAISS index; it stores our integer keys, not the ids
                  ids: np.ndarray, # item ids in row order (int64 or str)
@@ -147,26 +206,7 @@ class Index:
         """Item ids, in index row order."""
         return self._ids
 
-    def __len__(self): return self.ntotal
     def __repr__(self): return f"Index(kind={self.kind!r}, factory={self.factory!r}, metric={self.metric!r}, dim={self.dim}, ntotal={self.ntotal})"
-
-# %% ../nbs/03_index.ipynb #91bc84ff
-def _prepare(self: Index, vectors, what: str) -> np.ndarray:
-    x = as_vectors(vectors, self.dim, what)
-    return l2_normalize(x) if self.metric == "cosine" else x
-
-
-def _new_ids(self: Index, ids, n: int) -> np.ndarray:
-    """Checked ids for `n` new vectors: unique, of the index's id type, not already in the index."""
-    if ids is None and self._ids.dtype.kind == "U":
-        raise ValueError("this index has string ids: pass one id per vector to add()")
-    if ids is None: ids = np.arange(n) + (int(self._ids.max()) + 1 if len(self._ids) else 0)
-    new_ids = as_ids(ids, n)
-    if len(self._ids) and new_ids.dtype.kind != self._ids.dtype.kind:
-        raise ValueError(f"ids must have the same type as the index's ids ({self._ids.dtype}), got {new_ids.dtype}")
-    clash = np.intersect1d(new_ids, self._ids)
-    if len(clash): raise ValueError(f"ids already in the index: {clash[:5].tolist()}; remove them first to replace them")
-    return new_ids
 
 # %% ../nbs/03_index.ipynb #ca62fe63
 @patch
@@ -174,8 +214,8 @@ def add(self: Index, vectors, # (N, D) vectors (converted to float32; normalised
         ids=None, # one id per vector (default: integers after the largest id)
        ) -> Index:
     """Add vectors with their item ids; returns self."""
-    x = _prepare(self, vectors, "vectors")
-    new_ids = _new_ids(self, ids, len(x))
+    x = self.prepare(vectors, "vectors")
+    new_ids = self.checked_new_ids(ids, len(x))
     if not self.index.is_trained:
         raise ValueError(f"the {self.kind} index is not trained yet: build it with Index.build(...), which trains it")
     keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
@@ -233,7 +273,7 @@ def search(self: Index, queries, # (Q, D) query vectors, or one (D,) vector
           ) -> SearchResult:
     """The `k` nearest items for each query (k' = min(k, ntotal) columns)."""
     if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
-    q = _prepare(self, queries, "queries")
+    q = self.prepare(queries, "queries")
     k_eff = min(int(k), self.ntotal)
     if k_eff == 0 or len(q) == 0:
         empty = np.empty((len(q), k_eff))
@@ -300,13 +340,67 @@ def _train(index: faiss.Index, x: np.ndarray, factory: str, train_size: int | No
     index.train(sample)
     logger.info(f"trained {factory} in {time.perf_counter() - start:.1f}s")
 
+# %% ../nbs/03_index.ipynb #80b3b7de
+def estimate_memory(kind_or_factory: str, # one of KINDS, or a FAISS factory string
+                    n: int, # number of vectors
+                    dim: int, # their dimension
+                    nlist: int | None = None, hnsw_m: int = 32, pq_m: int | None = None, nbits: int = 8, # as in `Index.build`
+                   ) -> dict:
+    """Estimated bytes per vector, fixed bytes and total bytes of an index, before building it."""
+    import re
+    f = factory_string(kind_or_factory, n, dim, nlist, hnsw_m, pq_m, nbits) if kind_or_factory in KINDS else kind_or_factory
+    ivf, hnsw = re.search(r"IVF(\d+)", f), re.search(r"HNSW(\d+)", f)
+    pq, opq = re.search(r"(?<!O)PQ(\d+)(?:x(\d+))?", f), re.search(r"OPQ(\d+)", f)
+    per_vector, fixed, tables = 8.0, 200.0, 0.0  # every vector has an 8-byte key; ~200 bytes of headers
+    if pq:
+        m, bits = int(pq.group(1)), int(pq.group(2) or 8)
+        per_vector += m * bits / 8
+        fixed += 2 ** bits * dim * 4
+        if ivf: tables = int(ivf.group(1)) * m * 2 ** bits * 4
+    elif "Flat" in f or hnsw: per_vector += 4 * dim  # full vectors
+    if ivf: fixed += int(ivf.group(1)) * (4 * dim + 16)
+    if hnsw:
+        M = int(hnsw.group(1))
+        per_vector += 4 * (2 * M + M / (M - 1)) + 4 + 8
+    if "RFlat" in f or "Refine" in f: per_vector += 4 * dim
+    if ivf and not stores_own_ids(f): per_vector += 8  # keys in the IVF lists and in the IndexIDMap wrapper
+    if opq: fixed += 4 * dim * (dim + 1)
+    total = per_vector * n + fixed
+    return dict(factory=f, n=n, dim=dim, bytes_per_vector=round(per_vector, 1), fixed_bytes=int(fixed),
+                total_bytes=int(total), compression_vs_flat=round((4 * dim + 8) * n / total, 2), search_tables_bytes=int(tables))
+
+# %% ../nbs/03_index.ipynb #39b69950
+def choose_index(n: int, dim: int, memory_budget: int | None = None,  # bytes available for the index
+                 recall_target: float = 0.9,  # recall@10 wanted
+                 need_removal: bool = False,  # whether items will be removed later
+                 ) -> dict:
+    """Pick an index kind for n vectors of dimension dim: dict(kind, factory, reason, estimate)."""
+    budget = math.inf if memory_budget is None else memory_budget
+    def pick(kind, why, **kw):
+        est = estimate_memory(kind, n, dim, **kw)
+        return dict(kind=kind, factory=est["factory"], estimate=est,
+                    reason=f"{why}; estimated {est['total_bytes'] / 2**20:,.1f} MiB" + ("" if memory_budget is None else f" of a {memory_budget / 2**20:,.1f} MiB budget"))
+    flat = estimate_memory("flat", n, dim)["total_bytes"]
+    if (recall_target >= 0.999 or n <= 10_000) and flat <= budget:
+        return pick("flat", "exact search: " + ("the recall target needs exact results" if recall_target >= 0.999 else f"{n:,} vectors are few enough for brute force"))
+    if not need_removal and estimate_memory("hnsw", n, dim)["total_bytes"] <= budget:
+        return pick("hnsw", "memory is not a constraint: HNSW gives the best speed at high recall (no removal)")
+    if estimate_memory("ivf", n, dim)["total_bytes"] <= budget:
+        return pick("ivf", "the full vectors fit: IVF scans a few lists with exact distances")
+    for m in sorted((m for m in range(1, dim + 1) if dim % m == 0 and m <= 64), reverse=True):
+        if n >= 256 and estimate_memory("opq", n, dim, pq_m=m)["total_bytes"] <= budget:
+            choice = pick("opq", f"only compressed codes fit: OPQ + IVF-PQ with {m} bytes per vector", pq_m=m)
+            if recall_target > 0.8: choice["reason"] += f"; PQ compression may not reach recall {recall_target} (measure it)"
+            return choice
+    raise ValueError(f"no index kind fits {n:,} vectors of dimension {dim} in {budget:,} bytes; the smallest "
+                     f"estimate is {estimate_memory('opq', n, dim, pq_m=1)['total_bytes']:,} bytes: raise the budget or shard the collection")
+
 # %% ../nbs/03_index.ipynb #7131a6db
 def _resolve_factory(kind: str, factory: str | None, n: int, dim: int, memory_budget: int | None,
                      recall_target: float, **factory_kw) -> tuple[str, str, str]:
     """(kind, factory string, reason) for `Index.build`."""
     if factory is not None: return "factory", factory, ""
     if kind != "auto": return kind, factory_string(kind, n, dim, **factory_kw), ""
-    from cbir.scale import choose_index  # the scale-out lesson's module (imported here: it imports this one)
     choice = choose_index(n, dim, memory_budget=memory_budget, recall_target=recall_target)
     logger.info(f"kind='auto' chose {choice['kind']} ({choice['factory']}): {choice['reason']}")
     return choice["kind"], choice["factory"], choice["reason"]
@@ -378,7 +472,7 @@ def save(self: Index, path, # the index's name, e.g. DIR/"gallery.faiss"; its si
     return write_file_set(path, members, sidecar, legacy=(path, f"{path}.ids.npz"))
 
 # %% ../nbs/03_index.ipynb #b7e3a945
-def _check_expected(sidecar: dict, expect: dict | None, path) -> None:
+def check_expected(sidecar: dict, expect: dict | None, path) -> None:
     """Raise a ValueError naming both sides when the sidecar disagrees with `expect`."""
     expect = json.loads(json.dumps(expect or {}, default=str))  # compare as stored (tuples become lists)
     embedder, checks = sidecar.get("embedder") or {}, []
@@ -408,7 +502,7 @@ def load(cls: Index, path, # the path given to `save`
     """Load an index saved with `save`, refusing an incomplete or mixed set, or one whose sidecar disagrees with `expect`."""
     path = Path(path)
     sidecar, index_bytes, ids_bytes = _read_index_files(path)
-    _check_expected(sidecar, expect, path)
+    check_expected(sidecar, expect, path)
     with np.load(io.BytesIO(ids_bytes), allow_pickle=False) as arrays: ids, keys = arrays["ids"], arrays["keys"]
     index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
     if index.ntotal != len(ids) or index.d != sidecar["dim"]:
@@ -423,17 +517,6 @@ def supports_removal(self: Index) -> bool:
     """Whether `remove` works for this kind of index."""
     return not any(s in self.factory for s in ("HNSW", "RFlat", "Refine"))
 
-
-def _rows_of(self: Index, ids) -> np.ndarray:
-    """Index rows of these ids (each once), or a ValueError naming the unknown ones."""
-    want = np.unique(np.asarray(ids, dtype=self._ids.dtype).ravel())
-    order = np.argsort(self._ids)
-    found = np.searchsorted(self._ids[order], want).clip(max=max(len(order) - 1, 0))
-    known = len(order) > 0 and (self._ids[order][found] == want)
-    if not np.all(known):
-        raise ValueError(f"ids not in the index: {want[~np.asarray(known, bool)][:5].tolist()}; nothing was removed")
-    return order[found]
-
 # %% ../nbs/03_index.ipynb #513c0826
 @patch
 def remove(self: Index, ids, # item ids to delete (all must be in the index)
@@ -442,7 +525,7 @@ def remove(self: Index, ids, # item ids to delete (all must be in the index)
     if not self.supports_removal:
         raise ValueError(f"a {self.kind!r} index ({self.factory}) cannot remove items (FAISS does not support it for "
                          f"HNSW graphs or refined indexes): rebuild it without them, or use kind flat/ivf/ivfpq/opq")
-    rows = _rows_of(self, ids)
+    rows = self.rows_of(ids)
     removed = self.index.remove_ids(self._keys[rows])
     keep = np.ones(len(self._ids), bool); keep[rows] = False
     self._ids, self._keys = self._ids[keep], self._keys[keep]
@@ -491,13 +574,28 @@ def vectors(self: Index) -> np.ndarray:
     try: return outer.reconstruct_batch(self._keys)
     finally: ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # free it again (it would cost memory and slow removal)
 
-# %% ../nbs/03_index.ipynb #1e4b7348
-import cbir.scale as _scale  # noqa: E402 -- last, because cbir.scale imports this module
+# %% ../nbs/03_index.ipynb #95a488de
+def _exact_scores(self: Index, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(Q, C) scores of Q queries against their C candidates x (Q, C, D), larger is closer (negated L2 for "l2")."""
+    return np.einsum("qcd,qd->qc", x, q) if self.metric != "l2" else -((x - q[:, None, :]) ** 2).sum(-1)
 
-_SCALE_NAMES = ("KNOBS", "sweep_knob", "estimate_memory", "choose_index", "PCAWhitening")
-
-
-def __getattr__(name: str):
-    "Names defined in the scale-out lesson (`cbir.scale`), importable from here too."
-    if name in _SCALE_NAMES: return getattr(_scale, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# %% ../nbs/03_index.ipynb #4613ba9c
+@patch
+def search_reranked(self: Index, queries, # (Q, D) query vectors
+                    k: int, # neighbours per query
+                    vectors, # (ntotal, D) full vectors in index row order; may be memory-mapped
+                    k_factor: int = 4, # candidates re-ranked per query = k_factor·k
+                    **knobs) -> SearchResult:
+    """Search `k_factor·k` candidates (with `knobs` such as nprobe), then re-rank them exactly against `vectors`."""
+    if vectors.shape != (self.ntotal, self.dim):
+        raise ValueError(f"vectors for re-ranking must have one row per index row, shape {(self.ntotal, self.dim)}, got {vectors.shape}")
+    q = self.prepare(queries, "queries")
+    cand = self.search(q, max(1, int(k)) * k_factor, **knobs)
+    rows = np.where(cand.valid, cand.positions, 0)
+    unique_rows, inverse = np.unique(rows, return_inverse=True)  # read each needed row once, in disk order
+    scores = _exact_scores(self, q, self.prepare(np.asarray(vectors[unique_rows]), "vectors")[inverse.reshape(rows.shape)])
+    order = np.argsort(-np.where(cand.valid, scores, -np.inf), axis=1, kind="stable")[:, :min(int(k), self.ntotal)]
+    valid, positions = np.take_along_axis(cand.valid, order, 1), np.take_along_axis(cand.positions, order, 1)
+    dist = np.take_along_axis(scores if self.metric != "l2" else -scores, order, 1)
+    ids = np.where(valid, self._ids[np.where(valid, positions, 0)], MISSING_STR if self._ids.dtype.kind == "U" else MISSING_INT)
+    return SearchResult(ids, np.where(valid, dist, np.nan).astype(np.float32), positions, self.metric, valid)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .data import _warn
-from .losses import pairwise_distances, _label_masks, all_triplets
+from .core import warn_caller
+from .losses import pairwise_distances, label_masks, all_triplets
 
 # %% ../nbs/09_mining.ipynb #f62ea061
 def _as_labels(labels, n: int, device, name: str = "labels") -> torch.Tensor:
@@ -49,7 +49,7 @@ def _prepare(emb, labels, ref_emb=None, ref_labels=None, exclude_self: bool = Fa
     with torch.no_grad():
         x = F.normalize(emb.detach(), dim=1)
         d = pairwise_distances(x, None if ref_emb is None else F.normalize(ref_emb.detach().to(x), dim=1))
-    same, diff = _label_masks(labels, ref_labels)
+    same, diff = label_masks(labels, ref_labels)
     if exclude_self and ref_labels is not None:
         b = len(labels)
         if len(ref_labels) < b or not torch.equal(ref_labels[:b], labels):
@@ -195,7 +195,7 @@ class PKSampler(torch.utils.data.Sampler):
         if self.n_batches < 1: raise ValueError(f"n_batches must be >= 1; got {n_batches}")
         self.n_small = int((counts < self.k).sum())
         if self.n_small:
-            _warn(f"{self.n_small} of {len(self.classes)} classes have fewer than k={self.k} images; "
+            warn_caller(f"{self.n_small} of {len(self.classes)} classes have fewer than k={self.k} images; "
                           "their images are drawn with replacement (repeated within a batch)")
 
     def __len__(self) -> int: return self.n_batches
@@ -205,10 +205,17 @@ class PKSampler(torch.utils.data.Sampler):
         self.epoch += 1
         visits = np.zeros(len(self.classes))
         for _ in range(self.n_batches):
-            chosen = np.argsort(visits + rng.random(len(visits)), kind="stable")[:self.p]
+            alive = np.array([len(m) > 0 for m in self.members])  # `drop` may empty a class between batches
+            chosen = np.argsort(np.where(alive, visits + rng.random(len(visits)), np.inf), kind="stable")[:min(self.p, alive.sum())]
             visits[chosen] += 1
             yield [int(i) for c in chosen
                    for i in rng.choice(self.members[c], self.k, replace=len(self.members[c]) < self.k)]
+
+    def drop(self, indices) -> None:
+        "Never draw these dataset indices again (e.g. images found unreadable while streaming); a class left empty is no longer visited."
+        bad = np.asarray(list(indices), np.int64)
+        self.members = [m[~np.isin(m, bad)] for m in self.members]
+        if not any(len(m) for m in self.members): raise ValueError("every item was dropped: no batch can be drawn")
 
 # %% ../nbs/09_mining.ipynb #d65bde3f
 class CrossBatchMemory:

@@ -18,13 +18,13 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .data import _warn, atomic_write_bytes
-from .index import (KINDS, MISSING_INT, MISSING_STR, Index, SearchResult, _check_expected, _new_ids, _prepare, _rows_of,
-                        _stores_own_ids, as_ids, as_vectors, default_nlist, default_pq_m, factory_string, l2_normalize, recall_at_k)
+from .core import atomic_write_bytes, warn_caller
+from .index import (KINDS, MISSING_INT, MISSING_STR, Index, IndexBase, SearchResult, as_ids, as_vectors, check_expected,
+                        choose_index, default_nlist, default_pq_m, estimate_memory, factory_string, l2_normalize, recall_at_k,
+                        stores_own_ids)
 
 # %% auto #0
-__all__ = ['KNOBS', 'MILVUS_TYPES', 'MILVUS_METRICS', 'sweep_knob', 'estimate_memory', 'choose_index', 'PCAWhitening',
-           'MilvusIndex', 'open_index']
+__all__ = ['KNOBS', 'MILVUS_TYPES', 'MILVUS_METRICS', 'sweep_knob', 'PCAWhitening', 'MilvusIndex', 'open_index']
 
 # %% ../nbs/03b_scale.ipynb #9f2c8f51
 KNOBS = {"ivf": "nprobe", "ivfpq": "nprobe", "opq": "nprobe", "ivfpq_refine": "nprobe", "hnsw": "ef_search"}
@@ -53,87 +53,6 @@ def sweep_knob(index: Index, # a built index
         rows.append(dict(kind=index.kind, factory=index.factory, knob=knob, value=value,
                          recall=recall_at_k(res.ids, exact_ids, k), qps=len(queries) / secs))
     return rows
-
-# %% ../nbs/03b_scale.ipynb #95a488de
-def _exact_scores(self: Index, q: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """(Q, C) scores of Q queries against their C candidates x (Q, C, D), larger is closer (negated L2 for "l2")."""
-    return np.einsum("qcd,qd->qc", x, q) if self.metric != "l2" else -((x - q[:, None, :]) ** 2).sum(-1)
-
-# %% ../nbs/03b_scale.ipynb #4613ba9c
-@patch
-def search_reranked(self: Index, queries, # (Q, D) query vectors
-                    k: int, # neighbours per query
-                    vectors, # (ntotal, D) full vectors in index row order; may be memory-mapped
-                    k_factor: int = 4, # candidates re-ranked per query = k_factor·k
-                    **knobs) -> SearchResult:
-    """Search `k_factor·k` candidates (with `knobs` such as nprobe), then re-rank them exactly against `vectors`."""
-    if vectors.shape != (self.ntotal, self.dim):
-        raise ValueError(f"vectors for re-ranking must have one row per index row, shape {(self.ntotal, self.dim)}, got {vectors.shape}")
-    q = _prepare(self, queries, "queries")
-    cand = self.search(q, max(1, int(k)) * k_factor, **knobs)
-    rows = np.where(cand.valid, cand.positions, 0)
-    unique_rows, inverse = np.unique(rows, return_inverse=True)  # read each needed row once, in disk order
-    scores = _exact_scores(self, q, _prepare(self, np.asarray(vectors[unique_rows]), "vectors")[inverse.reshape(rows.shape)])
-    order = np.argsort(-np.where(cand.valid, scores, -np.inf), axis=1, kind="stable")[:, :min(int(k), self.ntotal)]
-    valid, positions = np.take_along_axis(cand.valid, order, 1), np.take_along_axis(cand.positions, order, 1)
-    dist = np.take_along_axis(scores if self.metric != "l2" else -scores, order, 1)
-    ids = np.where(valid, self._ids[np.where(valid, positions, 0)], MISSING_STR if self._ids.dtype.kind == "U" else MISSING_INT)
-    return SearchResult(ids, np.where(valid, dist, np.nan).astype(np.float32), positions, self.metric, valid)
-
-# %% ../nbs/03b_scale.ipynb #80b3b7de
-def estimate_memory(kind_or_factory: str, # one of KINDS, or a FAISS factory string
-                    n: int, # number of vectors
-                    dim: int, # their dimension
-                    nlist: int | None = None, hnsw_m: int = 32, pq_m: int | None = None, nbits: int = 8, # as in `Index.build`
-                   ) -> dict:
-    """Estimated bytes per vector, fixed bytes and total bytes of an index, before building it."""
-    import re
-    f = factory_string(kind_or_factory, n, dim, nlist, hnsw_m, pq_m, nbits) if kind_or_factory in KINDS else kind_or_factory
-    ivf, hnsw = re.search(r"IVF(\d+)", f), re.search(r"HNSW(\d+)", f)
-    pq, opq = re.search(r"(?<!O)PQ(\d+)(?:x(\d+))?", f), re.search(r"OPQ(\d+)", f)
-    per_vector, fixed, tables = 8.0, 200.0, 0.0  # every vector has an 8-byte key; ~200 bytes of headers
-    if pq:
-        m, bits = int(pq.group(1)), int(pq.group(2) or 8)
-        per_vector += m * bits / 8
-        fixed += 2 ** bits * dim * 4
-        if ivf: tables = int(ivf.group(1)) * m * 2 ** bits * 4
-    elif "Flat" in f or hnsw: per_vector += 4 * dim  # full vectors
-    if ivf: fixed += int(ivf.group(1)) * (4 * dim + 16)
-    if hnsw:
-        M = int(hnsw.group(1))
-        per_vector += 4 * (2 * M + M / (M - 1)) + 4 + 8
-    if "RFlat" in f or "Refine" in f: per_vector += 4 * dim
-    if ivf and not _stores_own_ids(f): per_vector += 8  # keys in the IVF lists and in the IndexIDMap wrapper
-    if opq: fixed += 4 * dim * (dim + 1)
-    total = per_vector * n + fixed
-    return dict(factory=f, n=n, dim=dim, bytes_per_vector=round(per_vector, 1), fixed_bytes=int(fixed),
-                total_bytes=int(total), compression_vs_flat=round((4 * dim + 8) * n / total, 2), search_tables_bytes=int(tables))
-
-# %% ../nbs/03b_scale.ipynb #39b69950
-def choose_index(n: int, dim: int, memory_budget: int | None = None,  # bytes available for the index
-                 recall_target: float = 0.9,  # recall@10 wanted
-                 need_removal: bool = False,  # whether items will be removed later
-                 ) -> dict:
-    """Pick an index kind for n vectors of dimension dim: dict(kind, factory, reason, estimate)."""
-    budget = math.inf if memory_budget is None else memory_budget
-    def pick(kind, why, **kw):
-        est = estimate_memory(kind, n, dim, **kw)
-        return dict(kind=kind, factory=est["factory"], estimate=est,
-                    reason=f"{why}; estimated {est['total_bytes'] / 2**20:,.1f} MiB" + ("" if memory_budget is None else f" of a {memory_budget / 2**20:,.1f} MiB budget"))
-    flat = estimate_memory("flat", n, dim)["total_bytes"]
-    if (recall_target >= 0.999 or n <= 10_000) and flat <= budget:
-        return pick("flat", "exact search: " + ("the recall target needs exact results" if recall_target >= 0.999 else f"{n:,} vectors are few enough for brute force"))
-    if not need_removal and estimate_memory("hnsw", n, dim)["total_bytes"] <= budget:
-        return pick("hnsw", "memory is not a constraint: HNSW gives the best speed at high recall (no removal)")
-    if estimate_memory("ivf", n, dim)["total_bytes"] <= budget:
-        return pick("ivf", "the full vectors fit: IVF scans a few lists with exact distances")
-    for m in sorted((m for m in range(1, dim + 1) if dim % m == 0 and m <= 64), reverse=True):
-        if n >= 256 and estimate_memory("opq", n, dim, pq_m=m)["total_bytes"] <= budget:
-            choice = pick("opq", f"only compressed codes fit: OPQ + IVF-PQ with {m} bytes per vector", pq_m=m)
-            if recall_target > 0.8: choice["reason"] += f"; PQ compression may not reach recall {recall_target} (measure it)"
-            return choice
-    raise ValueError(f"no index kind fits {n:,} vectors of dimension {dim} in {budget:,} bytes; the smallest "
-                     f"estimate is {estimate_memory('opq', n, dim, pq_m=1)['total_bytes']:,} bytes: raise the budget or shard the collection")
 
 # %% ../nbs/03b_scale.ipynb #f13fe9d2
 class PCAWhitening:
@@ -223,8 +142,8 @@ def _milvus_index_params(kind: str, n: int, dim: int, index_type: str | None, in
     return index_type, {**defaults, **(index_params or {})}
 
 # %% ../nbs/03b_scale.ipynb #716b3ba2
-class MilvusIndex:
-    "An `Index` look-alike whose vectors live in a Milvus collection (Milvus Lite locally, or a Milvus server)."
+class MilvusIndex(IndexBase):
+    "An index (the `IndexLike` contract) whose vectors live in a Milvus collection (Milvus Lite locally, or a Milvus server)."
     def __init__(self, client, collection: str, ids: np.ndarray, keys: np.ndarray, *, uri: str, metric: str, dim: int,
                  kind: str, index_type: str, index_params: dict, embedder_config: dict | None = None, token: str | None = None):
         self.client, self.collection, self._ids, self._keys = client, collection, ids, keys.astype(np.int64)
@@ -253,7 +172,6 @@ class MilvusIndex:
         "Milvus deletes by primary key, whatever the index type."
         return True
 
-    def __len__(self): return self.ntotal
     def __repr__(self): return (f"MilvusIndex(uri={self.uri!r}, collection={self.collection!r}, index_type={self.index_type!r}, "
                                 f"metric={self.metric!r}, dim={self.dim}, ntotal={self.ntotal})")
 
@@ -297,8 +215,8 @@ def build(cls: MilvusIndex, vectors, # (N, D) gallery vectors
 def add(self: MilvusIndex, vectors, ids=None, # (N, D) vectors and one id per vector (default: integers after the largest)
         batch_size: int = 10_000) -> MilvusIndex:
     "Insert vectors with their item ids; returns self."
-    x = _prepare(self, vectors, "vectors")
-    new_ids = _new_ids(self, ids, len(x))
+    x = self.prepare(vectors, "vectors")
+    new_ids = self.checked_new_ids(ids, len(x))
     keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
     for s in range(0, len(x), batch_size):
         rows = [{"key": int(k), "item_id": str(i), "vector": v} for k, i, v in zip(keys[s:s + batch_size], new_ids[s:s + batch_size], x[s:s + batch_size])]
@@ -310,7 +228,7 @@ def add(self: MilvusIndex, vectors, ids=None, # (N, D) vectors and one id per ve
 @patch
 def remove(self: MilvusIndex, ids) -> int:
     "Delete the items with these ids (all must be in the collection); returns how many were removed."
-    rows = _rows_of(self, ids)
+    rows = self.rows_of(ids)
     self.client.delete(self.collection, ids=[int(k) for k in self._keys[rows]])
     keep = np.ones(len(self._ids), bool); keep[rows] = False
     self._ids, self._keys = self._ids[keep], self._keys[keep]
@@ -325,7 +243,7 @@ def search(self: MilvusIndex, queries, # (Q, D) query vectors, or one (D,) vecto
           ) -> SearchResult:
     "The `k` nearest items for each query, as a `SearchResult` with the conventions of `Index.search`."
     if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
-    q = _prepare(self, queries, "queries")
+    q = self.prepare(queries, "queries")
     k_eff = min(int(k), self.ntotal)
     if k_eff > 16_384: raise ValueError(f"Milvus returns at most 16,384 neighbours per query, asked for {k_eff}")
     params = {**({"nprobe": int(nprobe)} if nprobe else {}), **({"ef": max(int(ef_search), k_eff)} if ef_search else {}), **(search_params or {})}
@@ -366,7 +284,7 @@ def load(cls: MilvusIndex, path, # the path given to `save`
     "Reconnect to the collection a sidecar names and read back its ids, refusing a sidecar that disagrees with `expect`."
     side = _read_sidecar(path)
     if side.get("backend") != "milvus": raise ValueError(f"{path}.json describes a {side.get('backend', 'faiss')} index: use open_index or Index.load")
-    _check_expected(side, expect, path)
+    check_expected(side, expect, path)
     uri = side["uri"] if "://" in side["uri"] else str(Path(path).parent / side["uri"])
     client = _milvus_client(uri, token)
     if not client.has_collection(side["collection"]):
@@ -385,7 +303,7 @@ def load(cls: MilvusIndex, path, # the path given to `save`
     ids = np.array(names, dtype=str)[order]
     ids = ids.astype(np.int64) if side.get("id_dtype") in ("i", "u") else ids
     if len(ids) != side["ntotal"]:
-        _warn(f"collection {side['collection']!r} holds {len(ids)} vectors; the sidecar recorded {side['ntotal']} "
+        warn_caller(f"collection {side['collection']!r} holds {len(ids)} vectors; the sidecar recorded {side['ntotal']} "
                       "(items were added or removed since it was saved)")
     return cls(client, side["collection"], ids, np.array(keys, np.int64)[order], uri=uri, metric=side["metric"], dim=side["dim"],
                kind=side["kind"], index_type=side["index_type"], index_params=side["index_params"], embedder_config=side.get("embedder"),

@@ -17,8 +17,9 @@ import torch
 from fastcore.basics import patch
 from PIL import Image
 
-from .data import _warn, load_image_folder, read_image
-from .index import Index, SearchResult, l2_normalize
+from .core import warn_caller
+from .data import load_image_folder, read_image
+from .index import INDEX_MEMBERS, Index, IndexLike, SearchResult, l2_normalize
 
 # %% auto #0
 __all__ = ['EMBEDDER_KEYS', 'RERANKERS', 'split_query', 'check_same_embedder', 'Searcher', 'exclusion_sets', 'expand_queries',
@@ -117,10 +118,13 @@ def _index_vectors(index: Index) -> np.ndarray:
 class Searcher:
     "Search a gallery by image or by embedding: `embedder` embeds the queries, `index` holds the gallery vectors."
     def __init__(self, embedder, # embeds image queries (None: embedding queries only)
-                 index: Index, # the gallery's index
+                 index: IndexLike, # the gallery's index: an `Index`, a `MilvusIndex`, or anything keeping the `IndexLike` contract
                  images=None, # the gallery images (an ImageSet or a list of sources), to return hits as images
                  gallery_vectors: np.ndarray | None = None, # the indexed vectors (default: read back from the index)
                  rerank=None): # re-ranking applied by every search that does not say otherwise (see Re-ranking)
+        if not isinstance(index, IndexLike):
+            missing = [m for m in INDEX_MEMBERS if not hasattr(index, m)]
+            raise TypeError(f"index must keep the IndexLike contract (an Index or a MilvusIndex); a {type(index).__name__} lacks {missing}")
         self.embedder, self.index, self.images, self.rerank = embedder, index, images, rerank
         if embedder is not None and getattr(embedder, "dim", index.dim) != index.dim:
             raise ValueError(f"the embedder makes {embedder.dim}-d vectors but the index holds {index.dim}-d vectors: "
@@ -142,7 +146,7 @@ def build(cls: Searcher, embedder, # embeds the gallery and, later, the queries
     if isinstance(images, (str, os.PathLike)): images = load_image_folder(images)   # ids: paths relative to the folder
     embeddings = embedder.embed(images, progress=False)
     if embeddings.failed:
-        _warn(f"{len(embeddings.failed)} gallery images could not be read and are left out of the index, "
+        warn_caller(f"{len(embeddings.failed)} gallery images could not be read and are left out of the index, "
                       f"e.g. {embeddings.failed[0]}")
     index = Index.build(embeddings.vectors, ids=embeddings.ids, kind=kind, metric=metric,
                         embedder_config=getattr(embedder, "config", None), **index_kwargs)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from fastcore.basics import patch
 
-from .data import _warn, read_image, require_extra
+from .core import require_extra, warn_caller
+from .data import read_image
 from .index import SearchResult
 
 # %% auto #0
@@ -151,6 +152,6 @@ def rerank(self: SpatialVerification, searcher, vectors: np.ndarray, k: int, exc
     self.last_report = dict(queries=len(ids), verified_queries=verified, queries_without_features=no_query,
                             hits_without_features=no_hit, ms_per_query=1000 * (time.perf_counter() - t0) / max(len(ids), 1))
     if self.warn and (no_query or no_hit):
-        _warn(f"spatial verification kept the global order for {no_query} queries and {no_hit} hits without local features "
+        warn_caller(f"spatial verification kept the global order for {no_query} queries and {no_hit} hits without local features "
               "(images too small or too flat for ORB)")
     return SearchResult(ids[:, :k], scores[:, :k].astype(np.float32), pos[:, :k], "spatial")

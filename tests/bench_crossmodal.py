@@ -13,6 +13,7 @@ import argparse, json, platform, time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from cbir.crossmodal import CrossModal, CrossModalTrainer, attribute_retrieval, attribute_queries, classifier_vectors
@@ -113,6 +114,15 @@ def main():
                   runs=results, latency=lat)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
+
+
+@pytest.mark.slow
+def test_crossmodal_benchmark():
+    "The joint model against the per-attribute baseline, one seed, one minute each (the script runs more)."
+    data = (make_shapes(n=3000, size=64, seed=1), make_shapes(n=500, size=64, seed=3), make_shapes(n=1000, size=64, seed=2))
+    joint, _ = run("joint", JOINT | dict(hidden=0), data, minutes=1.0)
+    bce, _ = run("bce", dict(loss="bce", lr=3e-3), data, minutes=1.0)
+    assert joint["mAP"] > 0.5 and bce["mAP"] > 0.3, (joint["mAP"], bce["mAP"])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from cbir.data import ImageSet, class_disjoint_split, make_glyphs, make_shapes
 
@@ -85,6 +86,15 @@ def _map_of(x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     rel = labels[np.argsort(-sims, axis=1, kind="stable")[:, :-1]] == labels[:, None]
     ap = (np.cumsum(rel, 1) / np.arange(1, rel.shape[1] + 1) * rel).sum(1) / rel.sum(1)
     return float(ap.mean()), float(rel.mean(1).mean())
+
+
+@pytest.mark.slow
+def test_data_benchmark():
+    "Raw pixels on the generated sets sit near chance: the room that learning has to use."
+    ds = make_shapes(2000, 64, seed=0)
+    m, chance = raw_pixel_map(class_disjoint_split(ds, (0.5, 0.25, 0.25), seed=0)[2])
+    assert chance < m < 3 * chance, (m, chance)
+    main(repeats=1); glyphs_bench(repeats=1)
 
 
 if __name__ == "__main__":

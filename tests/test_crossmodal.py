@@ -179,7 +179,7 @@ def test_checkpoint_kinds_are_not_mixed_up(trained, tmp_path):
     save_checkpoint(emb, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="plain image-embedder checkpoint: it has no attribute encoder"):
         CrossModal.from_checkpoint(tmp_path / "plain.pt")
-    with pytest.raises(ValueError, match="cross-modal .* checkpoint: resume it with cbir.crossmodal.CrossModalTrainer.resume"):
+    with pytest.raises(ValueError, match="written by cbir.crossmodal.CrossModalTrainer: resume it with cbir.crossmodal.CrossModalTrainer.resume"):
         Trainer.resume(out / "last.pt", train, val)
 
 

@@ -6,8 +6,9 @@ import faiss
 import numpy as np
 import pytest
 
-from cbir.index import (KINDS, MISSING_INT, Index, PCAWhitening, choose_index, default_nlist, estimate_memory,
-                        factory_string, make_clustered_vectors, recall_at_k, training_needs)
+from cbir.index import (KINDS, MISSING_INT, Index, choose_index, default_nlist, estimate_memory, factory_string,
+                        make_clustered_vectors, recall_at_k, training_needs)
+from cbir.scale import PCAWhitening
 
 faiss.omp_set_num_threads(1)
 

@@ -73,6 +73,9 @@ def test_resume_refuses_weights_only_checkpoint_and_other_classes(glyph_split, t
         Trainer.resume(tmp_path / "best.pt", *glyph_split[:2])
     with pytest.raises(ValueError, match="other classes"):
         Trainer.resume(tmp_path / "last.pt", glyph_split[2], glyph_split[1])
+    from cbir.crossmodal import CrossModalTrainer
+    with pytest.raises(ValueError, match="written by cbir.train.Trainer: resume it with cbir.train.Trainer.resume"):
+        CrossModalTrainer.resume(tmp_path / "last.pt", *glyph_split[:2])
 
 
 def test_time_budget_stops_cleanly(glyph_split):

@@ -1,6 +1,6 @@
 """Every warning from cbir names the caller's line (the first frame outside the package), not a line inside cbir.
 
-`cbir.data._warn` walks up the stack past the package's own frames; these tests call the installed package from
+`cbir.core.warn_caller` walks up the stack past the package's own frames; these tests call the installed package from
 here, at different depths of calls inside it, and check the warning's file and line are this file's.
 """
 import inspect
@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import cbir
-from cbir.data import ImageSet, _warn, drop_rare_classes, load_image_folder
+from cbir.core import warn_caller
+from cbir.data import ImageSet, drop_rare_classes, load_image_folder
 from cbir.embed import Embedder, bf16_is_fast
 from cbir.mining import PKSampler
 
@@ -25,14 +26,14 @@ def assert_here(w, n=1):
 def test_direct_call_points_here():
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        _warn("plain"); line = inspect.currentframe().f_lineno
+        warn_caller("plain"); line = inspect.currentframe().f_lineno
     assert_here(w)
     assert w[0].lineno == line and w[0].category is UserWarning
 
 
 def test_category_is_kept():
     with pytest.warns(RuntimeWarning, match="custom") as w:
-        _warn("custom", RuntimeWarning)
+        warn_caller("custom", RuntimeWarning)
     assert w[0].filename == __file__
 
 
@@ -89,9 +90,9 @@ def test_emulated_bf16_warning_points_here():
 
 
 def test_no_warning_call_bypasses_warn():
-    "Every warnings.warn in the package sets a stacklevel: _warn's own, or an explicit one (metrics, losses)."
+    "Every warnings.warn in the package sets a stacklevel: warn_caller's own, or an explicit one (metrics, losses)."
     import pathlib
     for f in pathlib.Path(cbir.__file__).parent.glob("*.py"):
         for n, line in enumerate(f.read_text().splitlines(), 1):
             if "warnings.warn(" in line:
-                assert "stacklevel=" in line, f"{f.name}:{n} warns from inside cbir; use cbir.data._warn: {line.strip()}"
+                assert "stacklevel=" in line, f"{f.name}:{n} warns from inside cbir; use cbir.core.warn_caller: {line.strip()}"
