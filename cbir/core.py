@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import numbers
 import os
 import re
 import sys
@@ -18,7 +19,8 @@ from pathlib import Path
 import cbir
 
 # %% auto #0
-__all__ = ['warn_caller', 'MissingExtraError', 'require_extra', 'atomic_write_bytes', 'write_file_set', 'read_file_set']
+__all__ = ['warn_caller', 'MissingExtraError', 'require_extra', 'check_k', 'atomic_write_bytes', 'write_file_set',
+           'read_file_set']
 
 # %% ../nbs/00a_core.ipynb #427d03a8
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(cbir.__file__)) + os.sep
@@ -43,6 +45,13 @@ def require_extra(module: str, # the module to import, e.g. "skimage"
     except ImportError as e:
         raise MissingExtraError(f"{what} needs the optional package {module!r} ({e}); install it with: "
                                 f'pip install "cbir[{extra}]"') from None
+
+# %% ../nbs/00a_core.ipynb #8119985d
+def check_k(k, name: str = "k") -> int:
+    "`k` as an int, or a ValueError naming it: a positive integer (floats and booleans refused)."
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
 
 # %% ../nbs/00a_core.ipynb #8be81e1b
 def atomic_write_bytes(path: str | os.PathLike, # destination file; its folder is created if needed

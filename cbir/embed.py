@@ -6,10 +6,10 @@
 __all__ = ['logger', 'POOLINGS', 'LITE0', 'MATCH_KEYS', 'CHECKPOINT_FORMAT', 'ARCHITECTURE_KEYS', 'avg_pool', 'max_pool',
            'gem_pool', 'GeM', 'GlobalPool', 'rmac_regions', 'rmac_pool', 'RMAC', 'make_pooling', 'strip_classifier',
            'WeightsUnavailableError', 'weights_path', 'weights_available', 'load_backbone', 'lite0_weights_file',
-           'load_lite0', 'LiteTrunk', 'Embeddings', 'check_config', 'ImageSource', 'collate_skipping_failures',
-           'auto_num_workers', 'EmbedderBase', 'pick_device', 'bf16_is_fast', 'resolve_precision', 'Embedder',
-           'SmallCNN', 'PixelEmbedder', 'ColorHistogramEmbedder', 'topk_overlap', 'save_checkpoint',
-           'read_checkpoint_sidecar', 'load_checkpoint']
+           'load_lite0', 'LiteTrunk', 'Embeddings', 'config_differences', 'check_config', 'ImageSource',
+           'collate_skipping_failures', 'auto_num_workers', 'EmbedderBase', 'pick_device', 'bf16_is_fast',
+           'resolve_precision', 'Embedder', 'SmallCNN', 'PixelEmbedder', 'ColorHistogramEmbedder', 'topk_overlap',
+           'save_checkpoint', 'read_checkpoint_sidecar', 'load_checkpoint']
 
 # %% ../nbs/02_embed.ipynb #39e9daca
 import io, json, logging, math, os, time, warnings
@@ -251,9 +251,15 @@ def save(self: Embeddings, path: str | os.PathLike) -> Path:
     return write_file_set(path, {"npz": buf.getvalue()}, meta, legacy=(path,))
 
 # %% ../nbs/02_embed.ipynb #6d34d343
+def config_differences(a: dict | None, b: dict | None, keys=MATCH_KEYS) -> dict:
+    "{key: (a's value, b's value)} for the keys both configs record and disagree on (compared as JSON stores them)."
+    if not a or not b: return {}
+    as_stored = lambda v: json.loads(json.dumps(v, default=str))  # tuples and lists, paths and strings compare equal
+    return {k: (a[k], b[k]) for k in keys if k in a and k in b and as_stored(a[k]) != as_stored(b[k])}
+
 def check_config(found: dict, expected: dict, what: str = "embeddings") -> None:
     "Raise ValueError naming both sides if `found` and `expected` disagree on any of MATCH_KEYS present in both."
-    keys = [k for k in MATCH_KEYS if k in found and k in expected and found[k] != expected[k]]
+    keys = list(config_differences(found, expected))
     if keys:
         side = lambda d: ", ".join(f"{k}={d[k]!r}" for k in keys)
         raise ValueError(f"{what} were made with {side(found)} but the embedder expects {side(expected)}; "

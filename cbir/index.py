@@ -21,7 +21,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .core import atomic_write_bytes, read_file_set, write_file_set
+from .core import atomic_write_bytes, check_k, read_file_set, write_file_set
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ def search(self: Index, queries, # (Q, D) query vectors, or one (D,) vector
            k_factor: int | None = None, # refined kinds: candidates re-ranked exactly = k_factor·k
           ) -> SearchResult:
     """The `k` nearest items for each query (k' = min(k, ntotal) columns)."""
-    if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_k(k)
     q = self.prepare(queries, "queries")
     k_eff = min(int(k), self.ntotal)
     if k_eff == 0 or len(q) == 0:

@@ -72,11 +72,8 @@ def relevant_grades(
     return out
 
 # %% ../nbs/05_metrics.ipynb #9b92484d
-def _check_k(k, name: str = "k") -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (Integral, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {k!r} of type {type(k).__name__}")
-    if k < 1: raise ValueError(f"{name} must be a positive integer (>= 1), got {k}")
-    return int(k)
+from .core import check_k  # the one check for k (lesson 00a_core): a positive integer, floats and booleans refused
+
 
 # %% ../nbs/05_metrics.ipynb #476a0273
 def _check_rel(rel, binary: bool = True) -> np.ndarray:
@@ -170,7 +167,7 @@ def precision_at_k(
     divide_by: str = "k",  # "k": hits@k / k (trec_eval, ranx); "min_k_r": hits@k / min(k, R)
 ) -> np.ndarray:  # (Q,) precision@k of each query
     "Share of the first `k` results that are relevant."
-    rel, k = _check_rel(rel), _check_k(k)
+    rel, k = _check_rel(rel), check_k(k)
     h = HitTable(rel)
     if divide_by == "k": return _hits_at(h, k) / k
     if divide_by != "min_k_r": raise ValueError(f"divide_by must be 'k' or 'min_k_r', got {divide_by!r}")
@@ -184,7 +181,7 @@ def recall_at_k(
     k: int,  # cut-off
 ) -> np.ndarray:  # (Q,) recall@k; 0 for a query with R = 0
     "Share of ALL the query's relevant items that are among the first `k` results."
-    rel, k = _check_rel(rel), _check_k(k)
+    rel, k = _check_rel(rel), check_k(k)
     h = HitTable(rel)
     return _ratio(_hits_at(h, k), _check_n_relevant(n_relevant, h.n_queries, h.count))
 
@@ -194,7 +191,7 @@ def hit_rate_at_k(
     k: int,  # cut-off
 ) -> np.ndarray:  # (Q,) 1.0 if a relevant item is in the first k results, else 0.0
     "1 if any of the first `k` results is relevant: the metric-learning papers' \"Recall@K\"."
-    rel, k = _check_rel(rel), _check_k(k)
+    rel, k = _check_rel(rel), check_k(k)
     return (rel[:, :k].any(axis=1)).astype(np.float64)
 
 # %% ../nbs/05_metrics.ipynb #c8474d72
@@ -204,7 +201,7 @@ def f1_at_k(
     k: int,  # cut-off
 ) -> np.ndarray:  # (Q,) harmonic mean of precision@k and recall@k (0 when both are 0)
     "F1@k = 2 hits@k / (k + R), the harmonic mean of P@k and R@k."
-    rel, k = _check_rel(rel), _check_k(k)
+    rel, k = _check_rel(rel), check_k(k)
     h = HitTable(rel)
     return 2 * _hits_at(h, k) / (k + _check_n_relevant(n_relevant, h.n_queries, h.count))
 
@@ -215,7 +212,7 @@ def reciprocal_rank(
 ) -> np.ndarray:  # (Q,) 1 / rank of the first relevant result, 0 if there is none
     "Reciprocal of the rank of the first relevant result; its mean over queries is MRR."
     rel = _check_rel(rel)
-    k = rel.shape[1] if k is None else _check_k(k)
+    k = rel.shape[1] if k is None else check_k(k)
     first = HitTable(rel).first
     return np.where(first < k, _ratio(1.0, first + 1), 0.0)  # first = -1: no hit
 
@@ -235,7 +232,7 @@ def average_precision(
     "Average of the precision at the rank of each relevant item; unretrieved relevant items count 0."
     if divide_by not in _AP_DIVISORS: raise ValueError(f"divide_by must be one of {_AP_DIVISORS}, got {divide_by!r}")
     rel = _check_rel(rel)
-    k = rel.shape[1] if k is None else _check_k(k)
+    k = rel.shape[1] if k is None else check_k(k)
     h = HitTable(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
     den = {"r": n, "min_k_r": np.minimum(k, n), "hits": _hits_at(h, k)}[divide_by]
@@ -296,7 +293,7 @@ def ndcg_at_k(
 ) -> np.ndarray:  # (Q,) nDCG@k of each query (0 for a query with no relevant item)
     "Normalised discounted cumulative gain at cut-off `k`, the ideal ranking built from all relevant items."
     if gain not in ("linear", "exp"): raise ValueError(f"gain must be 'linear' or 'exp', got {gain!r}")
-    k = _check_k(k)
+    k = check_k(k)
     if ideal_gains is None:
         if n_relevant is None:
             raise ValueError("ndcg_at_k needs n_relevant (binary relevance) or ideal_gains (graded relevance): "
@@ -319,7 +316,7 @@ def rank_by_score(
     if scores.ndim != 2 or 0 in scores.shape: raise ValueError(f"scores must be a non-empty (Q, N) matrix, got {scores.shape}")
     if np.isnan(scores).any(): raise ValueError("scores contain NaN; cannot rank them")
     order = np.argsort(-scores if higher_is_better else scores, axis=1, kind="stable")
-    return order if k is None else order[:, :_check_k(k)]
+    return order if k is None else order[:, :check_k(k)]
 
 # %% ../nbs/05_metrics.ipynb #cf07cb4c
 class NoRelevantWarning(UserWarning):
@@ -359,8 +356,8 @@ def cap_ks(
     "Cap the cut-offs at the gallery size and drop duplicates."
     ks = [ks] if isinstance(ks, (Integral, np.integer)) else list(ks)
     if not ks: raise ValueError("ks is empty: give at least one cut-off")
-    gallery_size = _check_k(gallery_size, "gallery_size")
-    return list(dict.fromkeys(min(_check_k(k), gallery_size) for k in ks))
+    gallery_size = check_k(gallery_size, "gallery_size")
+    return list(dict.fromkeys(min(check_k(k), gallery_size) for k in ks))
 
 # %% ../nbs/05_metrics.ipynb #2755346d
 def per_query_values(h: HitTable, n: np.ndarray, ks: list) -> tuple:

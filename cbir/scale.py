@@ -18,7 +18,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .core import atomic_write_bytes, warn_caller
+from .core import atomic_write_bytes, check_k, warn_caller
 from .index import (KINDS, MISSING_INT, MISSING_STR, Index, IndexBase, SearchResult, as_ids, as_vectors, check_expected,
                         choose_index, default_nlist, default_pq_m, estimate_memory, factory_string, l2_normalize, recall_at_k,
                         stores_own_ids)
@@ -242,7 +242,7 @@ def search(self: MilvusIndex, queries, # (Q, D) query vectors, or one (D,) vecto
            search_params: dict | None = None, # more Milvus search parameters, passed through
           ) -> SearchResult:
     "The `k` nearest items for each query, as a `SearchResult` with the conventions of `Index.search`."
-    if not isinstance(k, (int, np.integer)) or k < 1: raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_k(k)
     q = self.prepare(queries, "queries")
     k_eff = min(int(k), self.ntotal)
     if k_eff > 16_384: raise ValueError(f"Milvus returns at most 16,384 neighbours per query, asked for {k_eff}")

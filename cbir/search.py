@@ -17,9 +17,10 @@ import torch
 from fastcore.basics import patch
 from PIL import Image
 
-from .core import warn_caller
+from .core import check_k, warn_caller
 from .data import load_image_folder, read_image
-from .index import INDEX_MEMBERS, Index, IndexLike, SearchResult, l2_normalize
+from .embed import MATCH_KEYS, config_differences
+from .index import INDEX_MEMBERS, Index, IndexLike, SearchResult, as_vectors, l2_normalize
 
 # %% auto #0
 __all__ = ['EMBEDDER_KEYS', 'RERANKERS', 'split_query', 'check_same_embedder', 'Searcher', 'exclusion_sets', 'expand_queries',
@@ -28,16 +29,8 @@ __all__ = ['EMBEDDER_KEYS', 'RERANKERS', 'split_query', 'check_same_embedder', '
 
 # %% ../nbs/04_search.ipynb #c8864795
 def _as_vectors(x, name: str, dim: int | None = None) -> np.ndarray:
-    "`x` as a float32 C-contiguous (N, D) array, or a clear ValueError."
-    x = np.asarray(x)
-    if x.ndim == 1: x = x[None]
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"{name} must be a numeric (N, D) array of embeddings, got shape {x.shape} and dtype {x.dtype}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} have dimension {x.shape[1]} but the gallery has dimension {dim}: "
-                         "embed them with the same embedder as the gallery")
-    if not np.isfinite(x).all(): raise ValueError(f"{name} contain NaN or infinite values")
-    return np.ascontiguousarray(x, dtype=np.float32)
+    "`x` as a float32 C-contiguous (N, D) array of embeddings, checked by `cbir.index.as_vectors` against the gallery's dimension."
+    return as_vectors(x, dim, what=name, owner="the gallery")
 
 # %% ../nbs/04_search.ipynb #1f39f1f1
 _IMAGE_LIKE = (str, os.PathLike, bytes, bytearray, Image.Image)
@@ -85,20 +78,14 @@ def split_query(query, # image(s) or embedding(s), see the table above
     return _single_query(query, batch_ok=True, dim=dim)
 
 # %% ../nbs/04_search.ipynb #5851bf1f
-EMBEDDER_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize")
-
-def _jsonable(v): return json.loads(json.dumps(v, default=str))
+EMBEDDER_KEYS = MATCH_KEYS  # the one list of config keys that must agree (cbir.embed)
 
 def check_same_embedder(query_config: dict | None, # config of the embedder that embeds the queries
                         gallery_config: dict | None, # embedder config recorded with the gallery (index sidecar)
                         keys: Sequence[str] = EMBEDDER_KEYS, # the keys that must agree when both sides have them
                        ):
     "Raise a ValueError naming both sides when two embedder configs disagree on a key they both record."
-    if not query_config or not gallery_config: return
-    diff = {key: (query_config[key], gallery_config[key]) for key in keys
-            if key in query_config and key in gallery_config
-            and _jsonable(query_config[key]) != _jsonable(gallery_config[key])}
-    if diff:
+    if diff := config_differences(query_config, gallery_config, keys):
         said = "; ".join(f"{key}: query embedder {a!r} vs gallery {b!r}" for key, (a, b) in diff.items())
         raise ValueError(f"the query embedder does not match the embedder that built the index ({said}); "
                          "embed the queries with the gallery's embedder, or rebuild the index")
@@ -227,11 +214,6 @@ def _search_excluding(self: Searcher, vectors: np.ndarray, k: int, excludes: lis
     return _keep_columns(ids, res.distances, positions, keep, k, res.metric)
 
 # %% ../nbs/04_search.ipynb #c2087ee9
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
 @patch
 def search_embeddings(self: Searcher, vectors, # (D,) or (Q, D) query embeddings, same space as the gallery
                       k: int = 10, # hits per query (fewer when the gallery has fewer items left)
@@ -243,7 +225,7 @@ def search_embeddings(self: Searcher, vectors, # (D,) or (Q, D) query embeddings
     if isinstance(vectors, torch.Tensor): vectors = vectors.detach().cpu().numpy()
     if _is_embeddings(vectors): vectors = vectors.vectors
     vectors = _as_vectors(vectors, "query embeddings", self.index.dim)
-    k, excludes = _check_k(k), exclusion_sets(exclude, len(vectors))
+    k, excludes = check_k(k), exclusion_sets(exclude, len(vectors))
     rerank = self.rerank if rerank is None else rerank
     if rerank is not None and rerank != "none": return self._search_reranked(vectors, k, excludes, rerank, query_images)
     return self._search_excluding(vectors, k, excludes)
