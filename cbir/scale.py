@@ -24,7 +24,8 @@ from .index import (KINDS, MISSING_INT, MISSING_STR, Index, IndexBase, SearchRes
                         stores_own_ids)
 
 # %% auto #0
-__all__ = ['KNOBS', 'MILVUS_TYPES', 'MILVUS_METRICS', 'sweep_knob', 'PCAWhitening', 'MilvusIndex', 'open_index']
+__all__ = ['KNOBS', 'MILVUS_TYPES', 'MILVUS_METRICS', 'SERVER_VERSIONS', 'SERVER_MAX_DIM', 'sweep_knob', 'PCAWhitening',
+           'MilvusIndex', 'open_index']
 
 # %% ../nbs/03b_scale.ipynb #9f2c8f51
 KNOBS = {"ivf": "nprobe", "ivfpq": "nprobe", "opq": "nprobe", "ivfpq_refine": "nprobe", "hnsw": "ef_search"}
@@ -129,8 +130,40 @@ def _milvus_client(uri: str, token: str | None = None):
     except ImportError: raise ImportError('the Milvus backend needs pymilvus and milvus-lite: pip install "cbir[milvus]"') from None
     if "://" not in str(uri) and not str(uri).endswith(".db"):
         raise ValueError(f"uri must be a Milvus Lite path ending in .db or a server address like http://host:19530, got {uri!r}")
-    if "://" not in str(uri): Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    return MilvusClient(str(uri), token=token or "")
+    if "://" not in str(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        return MilvusClient(str(uri), token=token or "")
+    from pymilvus.exceptions import MilvusException
+    try: client = MilvusClient(str(uri), token=token or "", timeout=10)
+    except MilvusException as e:
+        raise ConnectionError(f"cannot reach a Milvus server at {uri} ({e.message if hasattr(e, 'message') else e}): check that it runs and "
+                              "listens there, and the token; or give a path ending in .db for Milvus Lite") from None
+    version = client.get_server_version()
+    if not _supported_server(version):
+        raise RuntimeError(f"the Milvus server at {uri} reports version {version!r}; cbir supports Milvus servers "
+                           f"{SERVER_VERSIONS[0]}.x to {SERVER_VERSIONS[1]}.x (tested against 2.3.5): use one of those")
+    return client
+
+SERVER_VERSIONS = ("2.3", "2.5")  # the Milvus server versions cbir's client code supports (major.minor, inclusive)
+SERVER_MAX_DIM = 32_768  # Milvus servers refuse vectors with more dimensions (Milvus Lite accepts them)
+
+def _supported_server(version: str) -> bool:
+    "Whether a server version string like 'v2.3.5-lite' lies in SERVER_VERSIONS."
+    import re
+    m = re.match(r"v?(\d+)\.(\d+)", str(version))
+    if not m: return False
+    lo, hi = (tuple(int(p) for p in v.split(".")) for v in SERVER_VERSIONS)
+    return lo <= (int(m.group(1)), int(m.group(2))) <= hi
+
+def _milvus_call(self, what: str, fn, *args, **kwargs):
+    "Run a client call; a collection that disappeared on the server becomes a clear error."
+    from pymilvus.exceptions import MilvusException
+    try: return fn(*args, **kwargs)
+    except MilvusException as e:
+        if "collection not found" in str(e).lower() or "can't find collection" in str(e).lower():
+            raise ValueError(f"{what}: the collection {self.collection!r} no longer exists at {self.uri} (dropped?): "
+                             "rebuild the index (cbir index ... --backend milvus) or load another one") from None
+        raise
 
 def _milvus_index_params(kind: str, n: int, dim: int, index_type: str | None, index_params: dict | None) -> tuple[str, dict]:
     "The Milvus index type and its build parameters for a cbir kind (or the ones given)."
@@ -195,6 +228,9 @@ def build(cls: MilvusIndex, vectors, # (N, D) gallery vectors
         raise ValueError(f"collection names are letters, digits and underscores, not starting with a digit; got {collection!r}")
     x = as_vectors(vectors, what="vectors")
     itype, iparams = _milvus_index_params(kind, len(x), x.shape[1], index_type, index_params)
+    if "://" in str(uri) and x.shape[1] > SERVER_MAX_DIM:
+        raise ValueError(f"{x.shape[1]}-dimensional vectors: a Milvus server stores at most {SERVER_MAX_DIM:,} dimensions. "
+                         "Use a CNN backbone or a smaller --image-size for raw pixels, reduce them (PCAWhitening), or use FAISS")
     client = _milvus_client(uri, token)
     if client.has_collection(collection): client.drop_collection(collection)
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -252,10 +288,10 @@ def search(self: MilvusIndex, queries, # (Q, D) query vectors, or one (D,) vecto
     # Milvus Lite compares a whole request at once (queries x collection x dim floats): keep requests near 256 MB there
     per_request = max(1, (1 << 26) // max(1, self.ntotal * self.dim)) if "://" not in self.uri else 1024
     for s in range(0, len(q) if k_eff else 0, per_request):
-        hits = self.client.search(self.collection, data=list(q[s:s + per_request]), limit=k_eff, output_fields=[],
-                                  search_params={"metric_type": MILVUS_METRICS[self.metric], "params": params})
+        hits = _milvus_call(self, "search", self.client.search, self.collection, data=list(q[s:s + per_request]), limit=k_eff,
+                            output_fields=[], search_params={"metric_type": MILVUS_METRICS[self.metric], "params": params})
         for r, row in enumerate(hits, start=s):
-            keys = np.array([h["key"] for h in row], np.int64)
+            keys = np.array([h["key"] if "key" in h else h["id"] for h in row], np.int64)  # servers name the primary key "id"
             positions[r, :len(keys)] = np.searchsorted(self._keys, keys)
             distances[r, :len(keys)] = [h["distance"] for h in row]
     valid = positions != MISSING_INT

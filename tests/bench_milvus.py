@@ -1,7 +1,9 @@
 """Milvus Lite against FAISS Flat and FAISS HNSW on the same vectors: build seconds, queries per second, recall@10.
 
-Run as a script: `python tests/bench_milvus.py [--n 100000] [--dim 128] [--queries 1000] [--milvus-types FLAT HNSW]`
-or as a slow test: `pytest -m slow tests/bench_milvus.py`. Needs `pip install "cbir[milvus]"`.
+Run as a script: `python tests/bench_milvus.py [--n 100000] [--dim 128] [--queries 1000] [--milvus-types FLAT HNSW] [--server]`
+or as a slow test: `pytest -m slow tests/bench_milvus.py`. Needs `pip install "cbir[milvus]"`; `--server` also needs
+PyPI's `milvus` package (in the dev extras): it starts the embedded standalone Milvus server (2.3.x) on 127.0.0.1 and
+measures its real HNSW and IVF_FLAT indexes at several knob values, next to FAISS HNSW and IVF-Flat at the same knobs.
 
 Same run, same seeded clustered vectors (`make_clustered_vectors`), L2 metric, batch search of all queries at once.
 Recall@10 is against FAISS Flat (exact). Milvus Lite runs its server in a local subprocess and answers over gRPC:
@@ -21,7 +23,39 @@ def _timed(fn):
     t = time.perf_counter(); out = fn(); return out, time.perf_counter() - t
 
 
-def run(n=100_000, dim=128, queries=1000, milvus_types=("FLAT", "HNSW"), hnsw_m=32):
+def server_rows(base, probe, truth, queries, hnsw_m=32, efs=(16, 64, 128), nprobes=(4, 16, 64)):
+    "FAISS HNSW/IVF-Flat and a real Milvus server's HNSW/IVF_FLAT, each at several knob values."
+    from milvus import default_server
+    from cbir.scale import MilvusIndex
+    rows = []
+    hnsw, s_h = _timed(lambda: Index.build(base, kind="hnsw", metric="l2", hnsw_m=hnsw_m))
+    ivf, s_i = _timed(lambda: Index.build(base, kind="ivf", metric="l2", nlist=1024))
+    for ef in efs:
+        res, t = _timed(lambda: hnsw.search(probe, k=10, ef_search=ef))
+        rows.append((f"FAISS HNSW{hnsw_m} ef {ef}", s_h, queries / t, recall_at_k(res.ids, truth, 10)))
+    for npb in nprobes:
+        res, t = _timed(lambda: ivf.search(probe, k=10, nprobe=npb))
+        rows.append((f"FAISS IVF1024,Flat nprobe {npb}", s_i, queries / t, recall_at_k(res.ids, truth, 10)))
+    with tempfile.TemporaryDirectory() as tmp:
+        default_server.set_base_dir(tmp); default_server.start()
+        try:
+            uri = f"http://127.0.0.1:{default_server.listen_port}"
+            for itype, params, knob, values in (("HNSW", {"M": hnsw_m, "efConstruction": 40}, "ef_search", efs),
+                                                ("IVF_FLAT", {"nlist": 1024}, "nprobe", nprobes)):
+                def build():
+                    mv = MilvusIndex.build(base, metric="l2", uri=uri, collection=f"s_{itype.lower()}", index_type=itype, index_params=params)
+                    mv.client.flush(mv.collection)
+                    return mv
+                mv, s = _timed(build)
+                mv.search(probe[:10], k=10)  # the first search loads the collection into the query node
+                for v in values:
+                    res, t = _timed(lambda: mv.search(probe, k=10, **{knob: v}))
+                    rows.append((f"Milvus server {itype} {'ef' if knob == 'ef_search' else 'nprobe'} {v}", s, queries / t, recall_at_k(res.ids, truth, 10)))
+        finally: default_server.stop()
+    return rows
+
+
+def run(n=100_000, dim=128, queries=1000, milvus_types=("FLAT", "HNSW"), hnsw_m=32, server=False):
     from cbir.scale import MilvusIndex
     data, _ = make_clustered_vectors(n + queries, dim, seed=0)
     base, probe = data[:n], data[n:]
@@ -45,6 +79,7 @@ def run(n=100_000, dim=128, queries=1000, milvus_types=("FLAT", "HNSW"), hnsw_m=
             res, t = _timed(lambda: mv.search(probe, k=10, ef_search=64 if itype == "HNSW" else None))
             rows.append((f"Milvus Lite {itype}" + (" (ef 64)" if itype == "HNSW" else ""), s, queries / t, recall_at_k(res.ids, truth, 10)))
             mv.client.drop_collection(mv.collection); mv.client.close()
+    if server: rows += server_rows(base, probe, truth, queries, hnsw_m)
     print(f"{n:,} x {dim} vectors, {queries:,} queries, k=10, L2")
     print(f"{'engine':32s} {'build s':>8s} {'QPS':>9s} {'recall@10':>10s}")
     for name, b, qps, r in rows: print(f"{name:32s} {b:8.1f} {qps:9,.0f} {r:10.3f}")
@@ -62,5 +97,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=100_000); p.add_argument("--dim", type=int, default=128)
     p.add_argument("--queries", type=int, default=1000); p.add_argument("--milvus-types", nargs="+", default=["FLAT", "HNSW"])
+    p.add_argument("--server", action="store_true", help="also measure a real Milvus server (PyPI's embedded `milvus` package)")
     a = p.parse_args()
-    run(a.n, a.dim, a.queries, tuple(a.milvus_types))
+    run(a.n, a.dim, a.queries, tuple(a.milvus_types), server=a.server)
