@@ -122,7 +122,7 @@ def test_crossmodal_benchmark():
     data = (make_shapes(n=3000, size=64, seed=1), make_shapes(n=500, size=64, seed=3), make_shapes(n=1000, size=64, seed=2))
     joint, _ = run("joint", JOINT | dict(hidden=0), data, minutes=1.0)
     bce, _ = run("bce", dict(loss="bce", lr=3e-3), data, minutes=1.0)
-    assert joint["mAP"] > 0.5 and bce["mAP"] > 0.3, (joint["mAP"], bce["mAP"])
+    assert joint["mAP"] > 0.7 and bce["mAP"] > 0.7, (joint["mAP"], bce["mAP"])  # nbs/bench_crossmodal.json: val mAP 0.86-0.91 at about a minute
 
 
 if __name__ == "__main__":
