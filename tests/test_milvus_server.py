@@ -60,6 +60,8 @@ def test_server_side_index_types_build_and_search(server, data, kind):
     x, q, ids, _ = data
     mv = MilvusIndex.build(x, ids, kind=kind, metric="l2", uri=server, collection=f"ann_{kind}")
     assert mv.index_type == {"hnsw": "HNSW", "ivf": "IVF_FLAT"}[kind]
+    info = mv.client.describe_index(mv.collection, mv.client.list_indexes(mv.collection)[0])
+    assert info["indexed_rows"] == info["total_rows"] == len(x), info  # build waited for the server's index (wait_for_index)
     exact = Index.build(x, ids, kind="flat", metric="l2").search(q, k=10).ids
     knob = dict(ef_search=64) if kind == "hnsw" else dict(nprobe=16)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(mv.search(q, k=10, **knob).ids, exact)])
