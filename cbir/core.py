@@ -14,13 +14,15 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import cbir
 
 # %% auto #0
-__all__ = ['warn_caller', 'MissingExtraError', 'require_extra', 'check_k', 'atomic_write_bytes', 'write_file_set',
-           'read_file_set']
+__all__ = ['FORMATS', 'warn_caller', 'CbirError', 'InputError', 'InputTypeError', 'NotFoundError', 'ExistsError', 'DivergedError',
+           'ServiceError', 'UnreachableError', 'MissingExtraError', 'require_extra', 'check_k', 'atomic_write_bytes',
+           'write_file_set', 'read_file_set', 'format_tag', 'format_of', 'read_sidecar', 'save_set', 'load_set']
 
 # %% ../nbs/00a_core.ipynb #427d03a8
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(cbir.__file__)) + os.sep
@@ -32,8 +34,33 @@ def warn_caller(message: str, category: type[Warning] = UserWarning):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
+# %% ../nbs/00a_core.ipynb #94186f6e
+class CbirError(Exception):
+    "Base of the errors `cbir` raises about its input or its environment: the message says what was wrong and what to do."
+
+class InputError(CbirError, ValueError):
+    "A value `cbir` cannot use: wrong shape, range or content."
+
+class InputTypeError(CbirError, TypeError):
+    "An argument of a type `cbir` cannot use."
+
+class NotFoundError(CbirError, FileNotFoundError):
+    "A file or folder that should exist does not."
+
+class ExistsError(CbirError, FileExistsError):
+    "A file or folder is in the way of one `cbir` would write."
+
+class DivergedError(CbirError, FloatingPointError):
+    "Training produced NaN or infinite values."
+
+class ServiceError(CbirError, RuntimeError):
+    "A service `cbir` talks to (a Milvus server) cannot be used as it is."
+
+class UnreachableError(CbirError, ConnectionError):
+    "A service `cbir` should talk to does not answer."
+
 # %% ../nbs/00a_core.ipynb #e9649c6c
-class MissingExtraError(ImportError):
+class MissingExtraError(CbirError, ImportError):
     "An optional dependency is not installed; the message names the `pip install` line that brings it."
 
 def require_extra(module: str, # the module to import, e.g. "skimage"
@@ -50,7 +77,7 @@ def require_extra(module: str, # the module to import, e.g. "skimage"
 def check_k(k, name: str = "k") -> int:
     "`k` as an int, or a ValueError naming it: a positive integer (floats and booleans refused)."
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"{name} must be a positive integer, got {k!r}")
+        raise InputError(f"{name} must be a positive integer, got {k!r}")
     return int(k)
 
 # %% ../nbs/00a_core.ipynb #8be81e1b
@@ -109,22 +136,67 @@ def read_file_set(path: str | os.PathLike, # the name given to `write_file_set`
                  ) -> tuple[dict, dict | None]: # (sidecar, role -> bytes); None for a sidecar without a "files" list (older layout)
     "Read a set written by `write_file_set`, refusing members that are missing or differ from what its sidecar recorded."
     path, side = Path(path), Path(f"{path}.json")
-    if not side.is_file(): raise FileNotFoundError(f"{side} not found: nothing was saved under {path.name} in {path.parent}")
+    if not side.is_file(): raise NotFoundError(f"{side} not found: nothing was saved under {path.name} in {path.parent}")
     try: meta = json.loads(side.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{side} is not valid JSON ({e}); the sidecar is damaged: save again") from None
-    if not isinstance(meta, dict): raise ValueError(f"{side} is not a cbir sidecar (a JSON object was expected)")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise InputError(f"{side} is not valid JSON ({e}); the sidecar is damaged: save again") from None
+    if not isinstance(meta, dict): raise InputError(f"{side} is not a cbir sidecar (a JSON object was expected)")
     if "files" not in meta: return meta, None
     data = {}
     for role, f in meta["files"].items():
         p = path.parent / f["name"]
         if not re.fullmatch(rf"{re.escape(path.name)}\.[0-9a-f]{{12}}\.{re.escape(role)}", f["name"]):
-            raise ValueError(f"{side} names {f['name']}, which belongs to another saved set: the sidecar was renamed or copied "
+            raise InputError(f"{side} names {f['name']}, which belongs to another saved set: the sidecar was renamed or copied "
                              f"from another save; save {path.name} again")
         if not p.is_file():
-            raise ValueError(f"{side} names {f['name']}, which is missing: the saved set is incomplete (a file was deleted, or the "
+            raise InputError(f"{side} names {f['name']}, which is missing: the saved set is incomplete (a file was deleted, or the "
                              "set was copied without it); copy all its files together, or save again")
         data[role] = p.read_bytes()
         if len(data[role]) != f["bytes"] or hashlib.sha256(data[role]).hexdigest() != f["sha256"]:
-            raise ValueError(f"{p.name} does not match {side.name} ({len(data[role])} bytes, the sidecar recorded {f['bytes']}; "
+            raise InputError(f"{p.name} does not match {side.name} ({len(data[role])} bytes, the sidecar recorded {f['bytes']}; "
                              "SHA-256 differs): it was modified or comes from another save; save again")
     return meta, data
+
+# %% ../nbs/00a_core.ipynb #d0941e21
+FORMATS = {"index": 1, "embeddings": 1, "checkpoint": 2, "pca_whitening": 2}  # kind -> the version this cbir writes
+_NAMES = {"index": "an index", "embeddings": "embeddings", "checkpoint": "a checkpoint", "pca_whitening": "a PCA-whitening"}
+
+def format_tag(kind: str) -> str:
+    "The format tag written for `kind`, e.g. 'cbir.checkpoint/2'."
+    return f"cbir.{kind}/{FORMATS[kind]}"
+
+def format_of(meta) -> tuple[str | None, int | None]:
+    "(kind, version) of a sidecar's format tag; (None, None) when it has none."
+    tag = meta.get("format") if isinstance(meta, dict) else None
+    m = re.fullmatch(r"cbir\.([a-z_]+)(?:/(\d+))?", tag) if isinstance(tag, str) else None
+    return (m[1], int(m[2] or 1)) if m else (None, None)
+
+def read_sidecar(path: str | os.PathLike, # the set's name (its sidecar is `path`.json)
+                 kind: str, # the kind of artefact expected (a key of FORMATS)
+                ) -> tuple[dict, int]: # (sidecar, its format version)
+    "Read and check the sidecar of a `kind` set, without reading its members."
+    side = Path(f"{path}.json")
+    if not side.is_file():
+        raise NotFoundError(f"{side} not found: no sidecar, so nothing was saved as {_NAMES.get(kind, kind)} under {Path(path).name} "
+                            f"in {Path(path).parent} (a saved set is its JSON sidecar plus the files it names)")
+    try: meta = json.loads(side.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise InputError(f"{side} is not valid JSON ({e}); the sidecar is damaged: save again") from None
+    found, version = format_of(meta)
+    if found != kind:
+        raise InputError(f"{side} is not a cbir {kind} sidecar" + (f": it describes a cbir {found}" if found else " (it has no cbir format tag)"))
+    if version > FORMATS[kind]:
+        raise InputError(f"{side} was written by a newer cbir (format {meta['format']}; this cbir {cbir.__version__} reads up to "
+                         f"{format_tag(kind)}): upgrade with pip install -U cbir")
+    return meta, version
+
+def save_set(path: str | os.PathLike, kind: str, # where, and the kind of artefact (a key of FORMATS)
+             members: dict, meta: dict, # role -> bytes, and the sidecar's other entries
+             legacy: Sequence = (), # files of an older layout to delete once the new set is committed
+            ) -> Path:
+    "`write_file_set` with the sidecar tagged `format_tag(kind)` and the writing cbir's version."
+    return write_file_set(path, members, {"format": format_tag(kind), "version": cbir.__version__, **meta}, legacy)
+
+def load_set(path: str | os.PathLike, kind: str) -> tuple[dict, dict | None, int]:
+    "(sidecar, role -> bytes or None for layouts older than file sets, format version) of a `kind` set, checked."
+    read_sidecar(path, kind)
+    meta, files = read_file_set(path)
+    return meta, files, format_of(meta)[1]

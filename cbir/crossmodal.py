@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from torch import nn
 
-from .core import warn_caller
+from .core import InputError, warn_caller
 from .data import ImageSet, load_attribute_file
 from .embed import Embedder, EmbedderBase, save_checkpoint, load_checkpoint, read_checkpoint_sidecar
 from .evaluate import evaluate
@@ -43,9 +43,9 @@ def load_attribute_csv(csv_file: str | os.PathLike, # header: path, attribute na
     "A lazy ImageSet with boolean attributes from a CSV; malformed rows and missing images are skipped, counted and warned about."
     csv_file = Path(csv_file); root = Path(images_dir) if images_dir is not None else csv_file.parent
     rows = list(csv.reader(io.StringIO(csv_file.read_text(encoding="utf-8-sig"))))
-    if not rows or len(rows[0]) < 2: raise ValueError(f"{csv_file}: the first line must be a header: path, then one name per attribute")
+    if not rows or len(rows[0]) < 2: raise InputError(f"{csv_file}: the first line must be a header: path, then one name per attribute")
     names = [n.strip() for n in rows[0][1:]]
-    if bad := [n for n in names if not n]: raise ValueError(f"{csv_file}: {len(bad)} attribute column(s) have no name in the header")
+    if bad := [n for n in names if not n]: raise InputError(f"{csv_file}: {len(bad)} attribute column(s) have no name in the header")
     files, values, skipped, first = [], [], {}, {}
     for line, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row): continue
@@ -55,7 +55,7 @@ def load_attribute_csv(csv_file: str | os.PathLike, # header: path, attribute na
         elif row[0].strip() in files: why = "with a repeated path"
         else: files.append(row[0].strip()); values.append([c == "1" for c in cells]); continue
         skipped[why] = skipped.get(why, 0) + 1; first.setdefault(why, line)
-    if not files: raise ValueError(f"{csv_file}: no usable rows" + (f" ({'; '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else ""))
+    if not files: raise InputError(f"{csv_file}: no usable rows" + (f" ({'; '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else ""))
     if skipped: warn_caller(f"{csv_file}: skipped " + "; ".join(f"{v} row(s) {k} (first at line {first[k]})" for k, v in skipped.items())
                               + f"; kept {len(files)} images")
     ds = ImageSet([str(root / f) for f in files], [0] * len(files), ["all"], files, np.array(values, bool), names, name=name or csv_file.stem)
@@ -78,7 +78,7 @@ def write_attribute_csv(ds: ImageSet, # images with attributes (e.g. `make_shape
                        ) -> Path:
     "Write `ds` as an image folder plus an attribute CSV that `load_attributes` and `cbir train --attributes` read; returns the CSV."
     from cbir.data import safe_filename
-    if ds.attributes is None: raise ValueError(f"{ds.name!r} has no attributes to write")
+    if ds.attributes is None: raise InputError(f"{ds.name!r} has no attributes to write")
     folder = ds.to_folder(folder, overwrite=True)
     csv_file = Path(csv_file) if csv_file is not None else folder.with_suffix(".csv")
     out = io.StringIO(); w = csv.writer(out, lineterminator="\n")
@@ -112,23 +112,23 @@ def attribute_query(query, # "red striped large", "red, striped", ["color=red", 
     if isinstance(query, (np.ndarray, torch.Tensor)) or (isinstance(query, (list, tuple)) and query and
                                                          all(isinstance(v, (bool, int, float, np.number)) for v in query)):
         v = np.asarray(query.detach().cpu() if isinstance(query, torch.Tensor) else query, dtype=np.float64)
-        if v.ndim != 1 or len(v) != A: raise ValueError(f"an attribute vector must have one 0/1 value per attribute ({A}: {', '.join(names[:6])}{', ...' if A > 6 else ''}); got shape {v.shape}")
-        if not np.isin(v, (0, 1)).all(): raise ValueError(f"an attribute vector must hold only 0 and 1; got values {sorted(set(np.unique(v).tolist()) - {0.0, 1.0})[:5]}")
+        if v.ndim != 1 or len(v) != A: raise InputError(f"an attribute vector must have one 0/1 value per attribute ({A}: {', '.join(names[:6])}{', ...' if A > 6 else ''}); got shape {v.shape}")
+        if not np.isin(v, (0, 1)).all(): raise InputError(f"an attribute vector must hold only 0 and 1; got values {sorted(set(np.unique(v).tolist()) - {0.0, 1.0})[:5]}")
         cols = list(np.flatnonzero(v))
     else:
         tokens = ([t for t in re.split(r"[,;]" if re.search(r"[,;]", query) else r"\s+", query) if t.strip()]
                   if isinstance(query, str) else [str(t) for t in query])
         look, cols = _name_lookup(names), []
         if unknown := [t for t in tokens if _norm_name(t) not in look]:
-            raise ValueError(f"unknown attribute name(s) {unknown}; known: {', '.join(names)}")
+            raise InputError(f"unknown attribute name(s) {unknown}; known: {', '.join(names)}")
         cols = sorted({look[_norm_name(t)] for t in tokens})
-    if not cols: raise ValueError("the query asks for no attribute: name at least one (known: " + ", ".join(names) + ")")
+    if not cols: raise InputError("the query asks for no attribute: name at least one (known: " + ", ".join(names) + ")")
     for key, members in attribute_groups(names).items():
         if len(asked := [names[j] for j in cols if j in members]) > 1:
-            raise ValueError(f"{' and '.join(asked)} are values of the one-hot group '{key}': an image has exactly one {key}, "
+            raise InputError(f"{' and '.join(asked)} are values of the one-hot group '{key}': an image has exactly one {key}, "
                              f"so no image matches both. Ask for one {key} (or run one query per {key})")
     if counts is not None and (never := [names[j] for j in cols if counts[j] == 0]):
-        raise ValueError(f"no training image had {never}: the model never learned what it looks like, so its results would be arbitrary")
+        raise InputError(f"no training image had {never}: the model never learned what it looks like, so its results would be arbitrary")
     out = np.zeros(A, np.float32); out[cols] = 1
     return out
 
@@ -150,9 +150,9 @@ class CrossModal(nn.Module, EmbedderBase):
                  counts=None, # (A,) training images per attribute (set by the trainer; queries for unseen ones are refused)
                 ):
         super().__init__()
-        if not getattr(image, "normalize", True): raise ValueError("the image encoder must L2-normalise its output (normalize=True)")
+        if not getattr(image, "normalize", True): raise InputError("the image encoder must L2-normalise its output (normalize=True)")
         self.image, self.names, self.hidden = image, [str(n) for n in attribute_names], int(hidden)
-        if len(self.names) < 1: raise ValueError("give at least one attribute name")
+        if len(self.names) < 1: raise InputError("give at least one attribute name")
         self.groups = attribute_groups(self.names)
         self.attributes = AttributeEncoder(len(self.names), image.dim, hidden).to(image.device)
         self.head = nn.Linear(image.dim, len(self.names)).to(image.device)
@@ -178,7 +178,7 @@ def query_vectors(self: CrossModal, queries) -> np.ndarray:
     "The (Q, A) 0/1 vectors of one query or a list of them (names, strings or 0/1 vectors), validated."
     if isinstance(queries, (np.ndarray, torch.Tensor)) and np.ndim(queries) == 2: queries = list(queries)
     elif _is_single_query(queries): queries = [queries]
-    if not len(queries): raise ValueError("no queries given")
+    if not len(queries): raise InputError("no queries given")
     return np.stack([attribute_query(q, self.names, self.counts) for q in queries])
 
 @patch
@@ -244,7 +244,7 @@ def batch_references(attrs: np.ndarray, # (B, A) bool attributes of the batch's 
 class RandomBatches(torch.utils.data.Sampler):
     "Batches of `batch_size` distinct random rows, a new permutation each epoch (seeded by seed and epoch)."
     def __init__(self, n: int, batch_size: int, seed: int = 0, n_batches: int | None = None):
-        if n < 2: raise ValueError(f"training needs at least 2 images, got {n}")
+        if n < 2: raise InputError(f"training needs at least 2 images, got {n}")
         self.n, self.batch_size, self.seed, self.epoch = n, min(int(batch_size), n), seed, 0
         self.n_batches = max(1, n // self.batch_size) if n_batches is None else int(n_batches)
     def __len__(self) -> int: return self.n_batches
@@ -278,12 +278,12 @@ class CrossModalTrainer(Trainer):
                  report: dict | None = None, # {name: ImageSet} measured each epoch, never used for selection
                  queries="auto", # validation queries: "combinations", "single", "auto" (see `attribute_queries`)
                 ):
-        if loss not in CROSSMODAL_LOSSES: raise ValueError(f"unknown cross-modal loss {loss!r}; choose one of {CROSSMODAL_LOSSES}")
+        if loss not in CROSSMODAL_LOSSES: raise InputError(f"unknown cross-modal loss {loss!r}; choose one of {CROSSMODAL_LOSSES}")
         for name, ds in [("train", train), ("val", val)] + list((report or {}).items()):
             if ds is None: continue
-            if ds.attributes is None: raise ValueError(f"the {name} set {ds.name!r} has no attributes: attribute search trains on images with attributes")
+            if ds.attributes is None: raise InputError(f"the {name} set {ds.name!r} has no attributes: attribute search trains on images with attributes")
             if list(ds.attribute_names) != model.names:
-                raise ValueError(f"the {name} set's attributes {ds.attribute_names[:5]}... differ from the model's {model.names[:5]}...: same names in the same order")
+                raise InputError(f"the {name} set's attributes {ds.attribute_names[:5]}... differ from the model's {model.names[:5]}...: same names in the same order")
         counts = train.attributes.sum(0)
         if (never := [n for n, c in zip(model.names, counts) if c == 0]):
             warn_caller(f"no training image has {never}: the model cannot learn them, and queries asking for them will be refused")
@@ -331,7 +331,7 @@ def attribute_queries(attrs: np.ndarray, # (N, A) bool attributes of the searche
     if kind == "auto": kind = "combinations" if covered and len(combos) <= 500 else "single"
     if kind == "combinations": return combos[combos.any(1)]
     if kind == "single": return np.eye(attrs.shape[1], dtype=bool)[attrs.any(0)]
-    raise ValueError(f"queries must be 'combinations', 'single', 'auto' or an array; got {kind!r}")
+    raise InputError(f"queries must be 'combinations', 'single', 'auto' or an array; got {kind!r}")
 
 def classifier_vectors(logits) -> np.ndarray:
     "Gallery vectors log sigmoid(logits): their inner product with a 0/1 query is the log of the product of the asked attributes' probabilities."
@@ -359,7 +359,7 @@ def attribute_retrieval(model: CrossModal, # a trained model
             r = evaluate(q.astype(np.float32), classifier_vectors(logits), metric="ip", query_attributes=q,
                          gallery_attributes=attrs, ks=ks)
             prefix = "clf "
-        else: raise ValueError(f"unknown ranking {how!r}: 'embedding' or 'classifier'")
+        else: raise InputError(f"unknown ranking {how!r}: 'embedding' or 'classifier'")
         out |= {f"{prefix}mAP": r.metrics["mAP"]} | {f"{prefix}{m}@{k}": r.metrics[f"{m}@{k}"] for k in ks for m in ("P", "nDCG graded")}
     return out
 
@@ -440,7 +440,7 @@ def from_checkpoint(cls: CrossModal, path: str | os.PathLike, device: str | torc
     "The cross-modal model stored in `path` (written by `CrossModalTrainer` or `cbir train --attributes`)."
     state, meta = load_checkpoint(path)
     if "crossmodal" not in meta:
-        raise ValueError(f"{path} is a plain image-embedder checkpoint: it has no attribute encoder, so it cannot answer attribute "
+        raise InputError(f"{path} is a plain image-embedder checkpoint: it has no attribute encoder, so it cannot answer attribute "
                          "queries. Train one with `cbir train FOLDER --attributes FILE` (or CrossModalTrainer); "
                          "for image queries load this one with Embedder.from_checkpoint")
     cm = meta["crossmodal"]
@@ -476,10 +476,10 @@ def search_attributes(self: Searcher, query, # one attribute query or a list (na
                      ):
     "Top-k gallery images for attribute queries, searched in the index of a cross-modal model's image embeddings."
     if not hasattr(self.embedder, "encode_attributes"):
-        raise ValueError("this Searcher's embedder is a plain image embedder: attribute queries need a cross-modal model "
+        raise InputError("this Searcher's embedder is a plain image embedder: attribute queries need a cross-modal model "
                          "(CrossModal.from_checkpoint on a checkpoint from `cbir train --attributes`, or CrossModalTrainer)")
     if getattr(self.embedder, "loss", None) == "bce":
-        raise ValueError("this model was trained as per-attribute classifiers (loss='bce'): its attribute encoder is untrained. "
+        raise InputError("this model was trained as per-attribute classifiers (loss='bce'): its attribute encoder is untrained. "
                          "Rank its images with `classifier_vectors` instead, or train a joint model (loss='ntxent' or 'triplet')")
     return self.search_embeddings(self.embedder.encode_attributes(query), k=k, exclude=exclude, rerank="none")
 
@@ -488,7 +488,7 @@ def search_attributes(self: Searcher, query, # one attribute query or a list (na
 def predict_attributes(self: CrossModal, image) -> np.ndarray:
     "The head's attribute vector for one image (a file, PIL image, array or tensor): the likeliest value per group, p > 0.5 elsewhere."
     if not self.head_trained:
-        raise ValueError("this model's attribute head was not trained (aux=0): pass the image's own attributes= instead")
+        raise InputError("this model's attribute head was not trained (aux=0): pass the image's own attributes= instead")
     with torch.inference_mode(): p = torch.sigmoid(self.head(torch.as_tensor(self.embed_one(image), device=self.device)[None]))[0].cpu().numpy()
     out = p > 0.5
     for g in self.groups.values(): out[g] = False; out[g[int(np.argmax(p[g]))]] = True
@@ -503,13 +503,13 @@ def modify_query(self: CrossModal, image, # the starting image
                 ) -> tuple[np.ndarray, np.ndarray]: # (query embedding (dim,), changed attribute vector (A,) bool)
     "The query 'this image, with these attributes changed': e - f(a) + f(a'), renormalised."
     a = (self.predict_attributes(image) if attributes is None else np.asarray(attributes).astype(bool)).copy()
-    if a.shape != (len(self.names),): raise ValueError(f"attributes must have {len(self.names)} entries, got shape {a.shape}")
+    if a.shape != (len(self.names),): raise InputError(f"attributes must have {len(self.names)} entries, got shape {a.shape}")
     changed = a.copy()
     add = attribute_query(add, self.names, self.counts).astype(bool) if len(add) else np.zeros_like(a)
     rem = attribute_query(remove, self.names).astype(bool) if len(remove) else np.zeros_like(a)
     for j in np.flatnonzero(rem):
         if any(j in g for g in self.groups.values()):
-            raise ValueError(f"{self.names[j]} belongs to a one-hot group: it cannot be removed, only replaced (add another value)")
+            raise InputError(f"{self.names[j]} belongs to a one-hot group: it cannot be removed, only replaced (add another value)")
     for j in np.flatnonzero(add):
         for g in self.groups.values():
             if j in g: changed[g] = False

@@ -25,8 +25,7 @@ from fastcore.basics import patch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 import cbir
-from .core import MissingExtraError, atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
-
+from .core import ExistsError, InputError, InputTypeError, MissingExtraError, NotFoundError, atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'PHOTOS',
@@ -35,7 +34,7 @@ __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SM
            'make_glyphs', 'load_fashion', 'load_attribute_file', 'load_photos']
 
 # %% ../nbs/00_data.ipynb #6abc115f
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image that cannot be read; the message names the image and the reason."""
     def __init__(self, source: str, reason: str):
         self.source, self.reason = source, reason
@@ -145,7 +144,7 @@ def read_image(src,  # path (str/Path), encoded bytes, PIL image, numpy HxW/HxWx
         if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64): t = t.float()  # e.g. bfloat16
         return _array_to_pil((t.permute(1, 2, 0) if t.ndim == 3 else t).numpy(), "<tensor>")
     if isinstance(src, np.ndarray): return _array_to_pil(src, "<array>")
-    raise TypeError(f"read_image: cannot read a {type(src).__name__}; pass a path, bytes, PIL image, numpy array or torch tensor")
+    raise InputTypeError(f"read_image: cannot read a {type(src).__name__}; pass a path, bytes, PIL image, numpy array or torch tensor")
 
 # %% ../nbs/00_data.ipynb #d15bba65
 class ImageSet(torch.utils.data.Dataset):
@@ -175,21 +174,21 @@ def _dupes(values) -> list:
 def _validate(self: ImageSet):
     "Check that the fields agree in length, that ids are unique and labels index `classes`."
     n = len(self.items)
-    if len(self.labels) != n: raise ValueError(f"ImageSet {self.name!r}: {n} items but {len(self.labels)} labels")
-    if len(self.ids) != n: raise ValueError(f"ImageSet {self.name!r}: {n} items but {len(self.ids)} ids")
-    if d := _dupes(self.ids.tolist()): raise ValueError(f"ImageSet {self.name!r}: ids must be unique; repeated: {d[:5]}")
-    if d := _dupes(self.classes): raise ValueError(f"ImageSet {self.name!r}: class names must be unique; repeated: {d[:5]}")
+    if len(self.labels) != n: raise InputError(f"ImageSet {self.name!r}: {n} items but {len(self.labels)} labels")
+    if len(self.ids) != n: raise InputError(f"ImageSet {self.name!r}: {n} items but {len(self.ids)} ids")
+    if d := _dupes(self.ids.tolist()): raise InputError(f"ImageSet {self.name!r}: ids must be unique; repeated: {d[:5]}")
+    if d := _dupes(self.classes): raise InputError(f"ImageSet {self.name!r}: class names must be unique; repeated: {d[:5]}")
     if n and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-        raise ValueError(f"ImageSet {self.name!r}: labels must lie in [0, {len(self.classes)}) to index classes; "
+        raise InputError(f"ImageSet {self.name!r}: labels must lie in [0, {len(self.classes)}) to index classes; "
                          f"got [{self.labels.min()}, {self.labels.max()}]")
     if self.attributes is not None:
         if self.attributes.ndim != 2 or self.attributes.shape[0] != n:
-            raise ValueError(f"ImageSet {self.name!r}: attributes must be (N={n}, A); got shape {self.attributes.shape}")
+            raise InputError(f"ImageSet {self.name!r}: attributes must be (N={n}, A); got shape {self.attributes.shape}")
         if self.attributes.shape[1] != len(self.attribute_names):
-            raise ValueError(f"ImageSet {self.name!r}: {self.attributes.shape[1]} attribute columns but "
+            raise InputError(f"ImageSet {self.name!r}: {self.attributes.shape[1]} attribute columns but "
                              f"{len(self.attribute_names)} attribute_names")
-    elif self.attribute_names: raise ValueError(f"ImageSet {self.name!r}: attribute_names given without attributes")
-    if d := _dupes(self.attribute_names): raise ValueError(f"ImageSet {self.name!r}: attribute names repeated: {d[:5]}")
+    elif self.attribute_names: raise InputError(f"ImageSet {self.name!r}: attribute_names given without attributes")
+    if d := _dupes(self.attribute_names): raise InputError(f"ImageSet {self.name!r}: attribute names repeated: {d[:5]}")
 
 # %% ../nbs/00_data.ipynb #296eaa9c
 @patch
@@ -198,7 +197,7 @@ def __len__(self: ImageSet) -> int: return len(self.items)
 @patch
 def __getitem__(self: ImageSet, i: int) -> Image.Image:
     "The i-th image as RGB PIL (raises `ImageReadError` for an unreadable file)."
-    if isinstance(i, slice) or np.ndim(i) > 0: raise TypeError("ImageSet[i] takes one index; use ds.subset(idx) for several")
+    if isinstance(i, slice) or np.ndim(i) > 0: raise InputTypeError("ImageSet[i] takes one index; use ds.subset(idx) for several")
     return read_image(self.items[int(i)])
 
 @patch
@@ -217,7 +216,7 @@ def subset(self: ImageSet,
     "A new ImageSet of the items at `idx` (int indices or boolean mask), all fields kept consistent."
     idx = np.asarray(idx)
     if idx.dtype == np.bool_:
-        if idx.shape != (len(self),): raise ValueError(f"boolean mask of shape {idx.shape} for {len(self)} items")
+        if idx.shape != (len(self),): raise InputError(f"boolean mask of shape {idx.shape} for {len(self)} items")
         idx = np.flatnonzero(idx)
     idx = idx.astype(np.int64).reshape(-1)
     labels, classes = self.labels[idx], self.classes
@@ -318,8 +317,8 @@ def make_shapes(n: int = 2000,  # number of images
                ) -> ImageSet:
     "The embedded dataset: `n` generated images of shapes with nuisance variation and colour/fill/size attributes."
     classes = list(SHAPES) if classes is None else list(classes)
-    if unknown := [c for c in classes if c not in SHAPES]: raise ValueError(f"unknown shapes {unknown}; choose from {list(SHAPES)}")
-    if n < 0 or size < 8: raise ValueError(f"need n >= 0 and size >= 8; got n={n}, size={size}")
+    if unknown := [c for c in classes if c not in SHAPES]: raise InputError(f"unknown shapes {unknown}; choose from {list(SHAPES)}")
+    if n < 0 or size < 8: raise InputError(f"need n >= 0 and size >= 8; got n={n}, size={size}")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(classes))
     color, fill, big = rng.integers(0, len(COLORS), n), rng.integers(0, len(FILLS), n), rng.integers(0, 2, n)
@@ -355,7 +354,7 @@ def load_image_folder(root: str | os.PathLike,  # folder with one sub-folder per
                      ) -> ImageSet:
     "An ImageSet of the image files in `root/<class>/...` (lazy: items are paths); ids are paths relative to root."
     root = Path(root)
-    if not root.is_dir(): raise FileNotFoundError(f"load_image_folder: {root} is not a folder")
+    if not root.is_dir(): raise NotFoundError(f"load_image_folder: {root} is not a folder")
     exts = tuple(e.lower() for e in extensions)
     visible = lambda p: not any(part.startswith(".") for part in p.relative_to(root).parts)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and visible(d))
@@ -368,7 +367,7 @@ def load_image_folder(root: str | os.PathLike,  # folder with one sub-folder per
         classes.append(d.name)
         items += [str(p) for p in images]; labels += [len(classes) - 1] * len(images)
     skipped["outside any class folder"] += sum(1 for p in root.iterdir() if p.is_file() and visible(p))
-    if not items: raise ValueError(f"load_image_folder: no image files ({', '.join(exts)}) in sub-folders of {root}; "
+    if not items: raise InputError(f"load_image_folder: no image files ({', '.join(exts)}) in sub-folders of {root}; "
                                    "expected root/<class name>/<image files>")
     if skipped := {k: v for k, v in skipped.items() if v}:
         warn_caller(f"load_image_folder({root}): skipped " + ", ".join(f"{v} file(s) {k}" for k, v in skipped.items()))
@@ -389,9 +388,9 @@ def to_folder(self: ImageSet,
     "Write the images as PNGs in one sub-folder per class (atomically: built beside root, then renamed); returns root."
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())) and not overwrite:
-        raise FileExistsError(f"to_folder: {root} exists and is not empty; pass overwrite=True to replace it")
+        raise ExistsError(f"to_folder: {root} exists and is not empty; pass overwrite=True to replace it")
     folders = {c: safe_filename(c) for c in self.classes}
-    if d := _dupes(folders.values()): raise ValueError(f"to_folder: class names collide as folder names: {d[:5]}")
+    if d := _dupes(folders.values()): raise InputError(f"to_folder: class names collide as folder names: {d[:5]}")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.writing-", dir=root.parent))
     try:
@@ -433,10 +432,10 @@ def class_disjoint_split(ds: ImageSet,
     "Split `ds` into ImageSets (train, val, test by default) whose classes are disjoint; each keeps only its classes."
     fr = np.asarray(fractions, dtype=float)
     if fr.ndim != 1 or len(fr) == 0 or (fr < 0).any() or not np.isclose(fr.sum(), 1.0):
-        raise ValueError(f"class_disjoint_split: fractions must be a sequence of non-negative shares that sum to 1, e.g. (0.5, 0.25, 0.25); got {fractions!r}")
+        raise InputError(f"class_disjoint_split: fractions must be a sequence of non-negative shares that sum to 1, e.g. (0.5, 0.25, 0.25); got {fractions!r}")
     present = np.unique(ds.labels)
     if len(present) < (fr > 0).sum():
-        raise ValueError(f"class_disjoint_split: {ds.name!r} has {len(present)} classes with images, too few for "
+        raise InputError(f"class_disjoint_split: {ds.name!r} has {len(present)} classes with images, too few for "
                          f"{(fr > 0).sum()} non-empty splits; use fewer splits or a dataset with more classes")
     order = np.random.default_rng(seed).permutation(present)
     bounds = np.cumsum(np.r_[0, _share_out(len(present), fr)])
@@ -453,12 +452,12 @@ def query_gallery_split(labels,  # class label per image (N,), or an ImageSet
     "Sorted int64 index arrays (query_idx, gallery_idx): `n_queries_per_class` queries per class, the rest gallery."
     if isinstance(labels, ImageSet): labels, classes = labels.labels, classes or labels.classes
     labels = np.asarray(labels).reshape(-1)
-    if n_queries_per_class < 1: raise ValueError(f"n_queries_per_class must be >= 1; got {n_queries_per_class}")
+    if n_queries_per_class < 1: raise InputError(f"n_queries_per_class must be >= 1; got {n_queries_per_class}")
     values, counts = np.unique(labels, return_counts=True)
     if len(small := values[counts < n_queries_per_class + 1]):
         names = [f"{classes[v] if classes is not None else f'label {v}'} ({c} image{'' if c == 1 else 's'})"
                  for v, c in zip(small, counts[counts < n_queries_per_class + 1])]
-        raise ValueError(f"query_gallery_split: every class needs at least {n_queries_per_class + 1} images "
+        raise InputError(f"query_gallery_split: every class needs at least {n_queries_per_class + 1} images "
                          f"({n_queries_per_class} per class as queries, at least one left in the gallery); "
                          f"{len(small)} class(es) have fewer: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}. "
                          f"Drop them first (e.g. drop_rare_classes(ds, {n_queries_per_class + 1})) or lower n_queries_per_class.")
@@ -554,15 +553,15 @@ def make_glyphs(n: int = 4000,  # number of images (at least 2 per class)
                 jitter: float = 1.0,  # pose and stroke-width variation in [0, 1]: 0 none, 1 full
                ) -> ImageSet:
     "A many-class embedded dataset: `n` images of `n_classes` random stroke glyphs under affine jitter and clutter."
-    if size < 16: raise ValueError(f"make_glyphs: size must be >= 16 pixels for strokes to stay legible; got {size}")
-    if n_classes < 2: raise ValueError(f"make_glyphs: need n_classes >= 2 (retrieval compares classes); got {n_classes}")
+    if size < 16: raise InputError(f"make_glyphs: size must be >= 16 pixels for strokes to stay legible; got {size}")
+    if n_classes < 2: raise InputError(f"make_glyphs: need n_classes >= 2 (retrieval compares classes); got {n_classes}")
     if n < 2 * n_classes:
-        raise ValueError(f"make_glyphs: n={n} images for {n_classes} classes gives some classes fewer than 2 images, "
+        raise InputError(f"make_glyphs: n={n} images for {n_classes} classes gives some classes fewer than 2 images, "
                          f"and retrieval needs a query and a match per class; use n >= {2 * n_classes} or fewer classes")
     if not (0 <= clutter <= 1 and 0 <= jitter <= 1):
-        raise ValueError(f"make_glyphs: clutter and jitter must lie in [0, 1]; got clutter={clutter}, jitter={jitter}")
+        raise InputError(f"make_glyphs: clutter and jitter must lie in [0, 1]; got clutter={clutter}, jitter={jitter}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"make_glyphs: seed must be a non-negative int (it names the templates); got {seed!r}")
+        raise InputError(f"make_glyphs: seed must be a non-negative int (it names the templates); got {seed!r}")
     rng = np.random.default_rng(seed)
     templates = [glyph_template(c, seed) for c in range(n_classes)]
     labels = rng.permutation(np.arange(n) % n_classes)
@@ -588,7 +587,7 @@ def _find_file(root: Path, name: str) -> Path:
     for candidate in (root / name, root / "myntradataset" / name, root / "fashion-dataset" / name):
         if candidate.is_file(): return candidate
     found = sorted(root.rglob(name), key=lambda p: (len(p.parts), str(p)))
-    if not found: raise FileNotFoundError(f"no {name} anywhere under {root}: is this the Fashion Product Images dataset?")
+    if not found: raise NotFoundError(f"no {name} anywhere under {root}: is this the Fashion Product Images dataset?")
     return found[0]
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
@@ -619,9 +618,9 @@ def load_fashion(handle: str = FASHION_SMALL,  # kagglehub dataset handle; with 
         images_dir = next((d for d in sorted(Path(path).rglob("images"), key=lambda p: len(p.parts)) if d.is_dir()), images_dir)
     header, rows, malformed = _read_csv_rows(styles)
     if "id" not in header or label not in header:
-        raise ValueError(f"load_fashion: {styles} needs columns 'id' and {label!r}; it has {header}")
+        raise InputError(f"load_fashion: {styles} needs columns 'id' and {label!r}; it has {header}")
     attribute_columns = [c for c in header if c not in (label, *FASHION_NOT_ATTRIBUTES)] if attribute_columns is None else list(attribute_columns)
-    if unknown := [c for c in attribute_columns if c not in header]: raise ValueError(f"load_fashion: no columns {unknown} in {header}")
+    if unknown := [c for c in attribute_columns if c not in header]: raise InputError(f"load_fashion: no columns {unknown} in {header}")
     on_disk = set(os.listdir(images_dir)) if images_dir.is_dir() else set()
     col = {c: header.index(c) for c in header}
     kept, skipped, seen, missing_examples = [], Counter(), set(), []
@@ -667,7 +666,7 @@ def load_attribute_file(attr_file: str | os.PathLike,  # CelebA-style attribute 
     images_dir = Path(images_dir) if images_dir is not None else attr_file.parent
     lines = attr_file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     header = 1 if lines and lines[0].strip().isdigit() else 0  # the count line is optional
-    if len(lines) <= header: raise ValueError(f"load_attribute_file: {attr_file} has no attribute-name line")
+    if len(lines) <= header: raise InputError(f"load_attribute_file: {attr_file} has no attribute-name line")
     names = lines[header].split()
     identities = {}
     if identity_file is not None:
@@ -720,9 +719,9 @@ def load_photos(max_side: int | None = 512, # shrink larger photographs to this 
     skimage = require_extra("skimage", what="load_photos")
     root = Path(skimage.__file__).parent / "data"
     names = list(PHOTOS) if names is None else list(names)
-    if unknown := [n for n in names if n not in PHOTOS]: raise ValueError(f"unknown photographs {unknown}; choose from {list(PHOTOS)}")
+    if unknown := [n for n in names if n not in PHOTOS]: raise InputError(f"unknown photographs {unknown}; choose from {list(PHOTOS)}")
     if missing := [n for n in names if not (root / n).is_file()]:
-        raise FileNotFoundError(f"scikit-image {skimage.__version__} at {root} lacks {missing}: this scikit-image wheel "
+        raise NotFoundError(f"scikit-image {skimage.__version__} at {root} lacks {missing}: this scikit-image wheel "
                                 "bundles other photographs; pass names= with the ones it has")
     images = []
     for n in names:

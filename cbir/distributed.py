@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import atomic_write_bytes, warn_caller
+from .core import InputError, MissingExtraError, atomic_write_bytes, warn_caller
 from .data import ImageSet, load_image_folder
 from .embed import Embeddings, ImageSource, collate_skipping_failures
 
@@ -35,7 +35,7 @@ def plan_shards(n: int, # number of images
                 shard_size: int, # images per shard
                ) -> list[tuple[int, int]]: # (start, stop) of each shard
     "Consecutive ranges covering 0..n."
-    if shard_size < 1: raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    if shard_size < 1: raise InputError(f"shard_size must be at least 1, got {shard_size}")
     return [(a, min(a + shard_size, n)) for a in range(0, n, shard_size)]
 
 # %% ../nbs/02b_distributed.ipynb #7b2354c4
@@ -85,7 +85,7 @@ def _check_job(out: Path, job: str, n: int, shards: int) -> None:
     if meta.exists():
         found = json.loads(meta.read_text()).get("job")
         if found != job:
-            raise ValueError(f"{out} holds shards of another job ({found}, this one is {job}: a different embedder, input list, "
+            raise InputError(f"{out} holds shards of another job ({found}, this one is {job}: a different embedder, input list, "
                              "shard or batch size); use an empty folder, or delete the old shards")
     else: atomic_write_bytes(meta, json.dumps(dict(job=job, n=n, shards=shards), indent=2).encode())
 
@@ -94,7 +94,7 @@ def _finished(out: Path, shard: int, job: str, ids: list[str]) -> bool:
     p = shard_path(out, shard)
     if not Path(f"{p}.json").exists(): return False
     emb = Embeddings.load(p)  # refuses a torn or mixed set of files
-    if emb.config.get("job") != job: raise ValueError(f"{p} was written by job {emb.config.get('job')}, not {job}: delete it")
+    if emb.config.get("job") != job: raise InputError(f"{p} was written by job {emb.config.get('job')}, not {job}: delete it")
     return sorted([*emb.ids.tolist(), *(i for i, _ in emb.failed)]) == sorted(ids)
 
 # %% ../nbs/02b_distributed.ipynb #350b294f
@@ -110,10 +110,10 @@ def embed_distributed(embedder, # an Embedder (any backbone; it is shipped to th
                      ) -> Embeddings:
     "Embed images on `workers` Ray Data actors, shard by shard, resumably; the same `Embeddings` as `embedder.embed(images)`."
     try: import ray, ray.data
-    except ImportError: raise ImportError('distributed embedding needs Ray: pip install "cbir[distributed]"') from None
-    if workers < 1 or batch_size < 1: raise ValueError(f"workers and batch_size must be at least 1, got {workers} and {batch_size}")
+    except ImportError: raise MissingExtraError('distributed embedding needs Ray: pip install "cbir[distributed]"') from None
+    if workers < 1 or batch_size < 1: raise InputError(f"workers and batch_size must be at least 1, got {workers} and {batch_size}")
     sources, ids = list_inputs(images)
-    if not ids: raise ValueError("nothing to embed: no images were given")
+    if not ids: raise InputError("nothing to embed: no images were given")
     shard_size = -(-max(shard_size, 1) // batch_size) * batch_size  # whole batches: the same forward passes as one process
     out, shards = Path(out), plan_shards(len(ids), shard_size)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from . import __version__
-from .core import atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
+from .core import CbirError, InputError, NotFoundError, atomic_write_bytes, format_tag, load_set, read_file_set, read_sidecar, require_extra, save_set, warn_caller, write_file_set
 from .data import ImageReadError, ImageSet, load_image_folder, read_image
 from .transforms import eval_transform, preset_of, resolve_weights
 
@@ -120,7 +120,7 @@ POOLINGS = ("avg", "max", "gem", "rmac")
 
 def make_pooling(kind: str) -> nn.Module:
     "The pooling module called `kind`: 'avg' (GAP), 'max' (MAC), 'gem' (GeM, learnable p) or 'rmac' (R-MAC, 3 scales)."
-    if kind not in POOLINGS: raise ValueError(f"unknown pooling {kind!r}; choose one of {POOLINGS}")
+    if kind not in POOLINGS: raise InputError(f"unknown pooling {kind!r}; choose one of {POOLINGS}")
     return GeM() if kind == "gem" else RMAC() if kind == "rmac" else GlobalPool(kind)
 
 # %% ../nbs/02_embed.ipynb #f578e368
@@ -137,11 +137,11 @@ def strip_classifier(model: nn.Module) -> nn.Module:
     if hasattr(model, "heads") and hasattr(model, "class_token"):
         model.heads = nn.Identity()
         return model
-    raise ValueError(f"don't know where the classifier of a {type(model).__name__} starts; "
+    raise InputError(f"don't know where the classifier of a {type(model).__name__} starts; "
                      "strip it yourself and pass the trunk to Embedder(module)")
 
 # %% ../nbs/02_embed.ipynb #1298fc68
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(CbirError, RuntimeError):
     "Pretrained weights are neither cached nor downloadable; the message says which file to put where."
 
 def weights_path(model_name: str, # torchvision model name
@@ -173,7 +173,7 @@ def load_backbone(model_name: str, # torchvision model name, e.g. "resnet50"
     w = resolve_weights(model_name, weights)
     kwargs = {}
     if model_name.startswith("vit") and image_size and (w is None or image_size != w.meta["min_size"][0]):
-        if w is not None: raise ValueError(f"{model_name} with pretrained weights needs image_size={w.meta['min_size'][0]} "
+        if w is not None: raise InputError(f"{model_name} with pretrained weights needs image_size={w.meta['min_size'][0]} "
                                            f"(its position embeddings are fixed); got {image_size}. Use weights=None for other sizes.")
         kwargs["image_size"] = image_size
     if w is not None and not download and not weights_available(model_name, w):
@@ -198,16 +198,16 @@ def load_lite0(weights: str | os.PathLike | None = "imagenet", # "imagenet", a c
     model = lib.EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
     if weights is None: return model.eval()
     path = lite0_weights_file() if str(weights).lower() in ("imagenet", "default") else Path(weights)
-    if not path.is_file(): raise FileNotFoundError(f"{LITE0} weights file {path} not found")
+    if not path.is_file(): raise NotFoundError(f"{LITE0} weights file {path} not found")
     try: state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} cannot be read as a torch checkpoint ({type(e).__name__}: {str(e)[:120]}): it is truncated "
+        raise InputError(f"{path} cannot be read as a torch checkpoint ({type(e).__name__}: {str(e)[:120]}): it is truncated "
                          'or not a checkpoint; reinstall it with pip install --force-reinstall "cbir[pretrained]"') from None
-    if not isinstance(state, dict): raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict of {LITE0} weights")
+    if not isinstance(state, dict): raise InputError(f"{path} holds a {type(state).__name__}, not a state dict of {LITE0} weights")
     try: missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e: missing, unexpected = [str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)], []
     if missing or unexpected:
-        raise ValueError(f"{path} is not an {LITE0} checkpoint: {len(missing)} of its weights are missing or misshapen "
+        raise InputError(f"{path} is not an {LITE0} checkpoint: {len(missing)} of its weights are missing or misshapen "
                          f"(e.g. {missing[:2]}) and {len(unexpected)} keys are foreign (e.g. {unexpected[:2]})")
     return model.eval()
 
@@ -231,7 +231,7 @@ class Embeddings:
         self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
         self.ids = np.asarray(self.ids, dtype=str).reshape(-1)
         if self.vectors.ndim != 2 or len(self.vectors) != len(self.ids):
-            raise ValueError(f"need (N, D) vectors and N ids; got vectors {self.vectors.shape} and {len(self.ids)} ids")
+            raise InputError(f"need (N, D) vectors and N ids; got vectors {self.vectors.shape} and {len(self.ids)} ids")
         self.failed = [(str(i), str(r)) for i, r in self.failed]
     def __len__(self): return len(self.ids)
     def __repr__(self):
@@ -246,9 +246,8 @@ MATCH_KEYS = ("backbone", "weights", "pooling", "image_size", "dim", "normalize"
 def save(self: Embeddings, path: str | os.PathLike) -> Path:
     "Write vectors, ids (an .npz) and the config (the sidecar `path`.json) as one all-or-nothing set named after `path`."
     path = Path(path)
-    meta = dict(config=self.config, n=len(self), failed=self.failed, format="cbir.embeddings/1")
     buf = io.BytesIO(); np.savez(buf, vectors=self.vectors, ids=self.ids)
-    return write_file_set(path, {"npz": buf.getvalue()}, meta, legacy=(path,))
+    return save_set(path, "embeddings", {"npz": buf.getvalue()}, dict(config=self.config, n=len(self), failed=self.failed), legacy=(path,))
 
 # %% ../nbs/02_embed.ipynb #6d34d343
 def config_differences(a: dict | None, b: dict | None, keys=MATCH_KEYS) -> dict:
@@ -262,7 +261,7 @@ def check_config(found: dict, expected: dict, what: str = "embeddings") -> None:
     keys = list(config_differences(found, expected))
     if keys:
         side = lambda d: ", ".join(f"{k}={d[k]!r}" for k in keys)
-        raise ValueError(f"{what} were made with {side(found)} but the embedder expects {side(expected)}; "
+        raise InputError(f"{what} were made with {side(found)} but the embedder expects {side(expected)}; "
                          "re-embed the images with this embedder, or load them with the one that made them")
 
 @patch(cls_method=True)
@@ -271,14 +270,12 @@ def load(cls: Embeddings, path: str | os.PathLike,
         ) -> Embeddings:
     "Load embeddings written by `Embeddings.save`, refusing an incomplete or mixed set or a config that does not match `expect`."
     path = Path(path)
-    try: meta, files = read_file_set(path)
-    except FileNotFoundError: raise FileNotFoundError(f"{path}.json not found: embeddings need the JSON sidecar written by Embeddings.save") from None
-    if not str(meta.get("format", "")).startswith("cbir.embeddings"): raise ValueError(f"{path}.json is not a cbir embeddings sidecar")
+    meta, files, _ = load_set(path, "embeddings")
     expect = getattr(expect, "config", expect)
     if expect is not None: check_config(meta["config"], expect, f"embeddings in {path}")
     data = files["npz"] if files is not None else path.read_bytes()  # older saves: `path` itself, no checksum
     with np.load(io.BytesIO(data), allow_pickle=False) as z: vectors, ids = z["vectors"], z["ids"]
-    if len(ids) != meta["n"]: raise ValueError(f"{path} holds {len(ids)} embeddings but its sidecar says {meta['n']}; the files do not belong together")
+    if len(ids) != meta["n"]: raise InputError(f"{path} holds {len(ids)} embeddings but its sidecar says {meta['n']}; the files do not belong together")
     return cls(vectors, ids, meta["config"], meta.get("failed", []))
 
 # %% ../nbs/02_embed.ipynb #fe45b21a
@@ -323,7 +320,7 @@ class EmbedderBase:
              ) -> Embeddings:
         "Embed every readable image; unreadable ones are skipped and listed in `.failed` as (id, reason)."
         source = ImageSource(images, self.transform)
-        if len(source) == 0: raise ValueError("nothing to embed: no images were given")
+        if len(source) == 0: raise InputError("nothing to embed: no images were given")
         nw = auto_num_workers(len(source), batch_size) if num_workers is None else num_workers
         loader = DataLoader(source, batch_size=batch_size, num_workers=nw, collate_fn=collate_skipping_failures,
                             pin_memory=self.device.type == "cuda")
@@ -345,7 +342,7 @@ def _run(self: EmbedderBase, loader: DataLoader, n: int, progress: bool) -> Embe
                 vectors.append(self.encode(x.to(self.device, non_blocking=True)).float().cpu().numpy())
                 ids += batch_ids
             bar.update(len(batch_ids) + len(batch_failed))
-    if not ids: raise ValueError(f"none of the {n} images could be read, e.g. {failed[0][0]}: {failed[0][1]}")
+    if not ids: raise InputError(f"none of the {n} images could be read, e.g. {failed[0][0]}: {failed[0][1]}")
     if failed: warn_caller(f"skipped {len(failed)} of {n} unreadable images (listed in .failed), e.g. {failed[0][0]}: {failed[0][1]}")
     return Embeddings(np.concatenate(vectors), np.array(ids), dict(self.config), failed)
 
@@ -371,7 +368,7 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     "'fp32' or 'bf16' for `precision` in ('auto', 'fp32', 'bf16')."
-    if precision not in ("auto", "fp32", "bf16"): raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision not in ("auto", "fp32", "bf16"): raise InputError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision == "bf16" and not bf16_is_fast(device):
         warn_caller(f"precision='bf16' on a {device.type} without native bfloat16 (AVX-512 BF16 / AMX): it is emulated and "
                       "usually slower than fp32; precision='auto' picks fp32 here")
@@ -407,7 +404,7 @@ class Embedder(nn.Module, EmbedderBase):
 def _setup(self: Embedder, pooling: str, backbone: str, weights: str | None, projection: int | None):
     "Find out what the trunk outputs (one dummy forward pass), add the projection, and write the config."
     with torch.inference_mode(): out = self._features(torch.zeros(1, 3, self.image_size, self.image_size, device=self.device))
-    if out.ndim not in (2, 4): raise ValueError(f"{backbone} outputs shape {tuple(out.shape)}; expected (B, C, H, W) or (B, D)")
+    if out.ndim not in (2, 4): raise InputError(f"{backbone} outputs shape {tuple(out.shape)}; expected (B, C, H, W) or (B, D)")
     self.pools = out.ndim == 4
     if projection:
         self.head = nn.Linear(out.shape[1], projection, bias=False, device=self.device)
@@ -472,7 +469,7 @@ class SmallCNN(nn.Sequential):
     "A small trainable CNN for 32-128 px images: stride-2 stem, then conv-BN-ReLU stages (max-pooled between them)."
     def __init__(self, widths: tuple = (32, 64, 128, 256), # output channels of each stage
                  in_channels: int = 3):
-        if not widths or any(int(w) < 1 for w in widths): raise ValueError(f"SmallCNN needs positive stage widths, got {widths}")
+        if not widths or any(int(w) < 1 for w in widths): raise InputError(f"SmallCNN needs positive stage widths, got {widths}")
         cbr = lambda i, o, stride=1: [nn.Conv2d(i, o, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
         layers, c = cbr(in_channels, widths[0], stride=2), widths[0]
         for j, w in enumerate(widths):
@@ -491,7 +488,7 @@ def from_name(cls: Embedder, model_name: str, # "smallcnn", "efficientnet_lite0"
               **kwargs) -> Embedder: # more `Embedder` arguments: normalize, device, precision, channels_last, projection
     "An Embedder from a model name and weights, with the weights' own preprocessing (`smallcnn`: random init only)."
     if model_name == "smallcnn":
-        if weights is not None: raise ValueError(f"smallcnn has no pretrained weights (got weights={weights!r}); use weights=None, "
+        if weights is not None: raise InputError(f"smallcnn has no pretrained weights (got weights={weights!r}); use weights=None, "
                                                  "then train it (cbir.train) or load a checkpoint (Embedder.from_checkpoint)")
         size = image_size or 64
         return cls(SmallCNN(), pooling=pooling, image_size=size, transform=eval_transform(None, size), backbone="smallcnn", **kwargs)
@@ -544,7 +541,7 @@ def topk_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
     return np.array([len(set(x) & set(y)) / k for x, y in zip(knn(a), knn(b))])
 
 # %% ../nbs/02_embed.ipynb #f8df3b3d
-CHECKPOINT_FORMAT = "cbir.checkpoint/1"
+CHECKPOINT_FORMAT = format_tag("checkpoint")  # version 2: a file set (version 1 wrote the .pt at `path`)
 ARCHITECTURE_KEYS = ("backbone", "pooling", "image_size", "projection", "normalize")  # what rebuilds the network
 
 def _sha256(data: bytes) -> str:
@@ -552,55 +549,45 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 def save_checkpoint(embedder: Embedder, # an embedder built by `Embedder.from_name` (smallcnn, efficientnet_lite0 or a torchvision model)
-                    path: str | os.PathLike, # the .pt file to write; the sidecar is `path`.json
+                    path: str | os.PathLike, # the checkpoint's name, e.g. out/best.pt: its sidecar is `path`.json
                     meta: dict | None = None, # JSON-ready facts to record (training settings, epoch, metrics, seed)
                     extra: dict | None = None, # more state dicts to store in the .pt (optimizer, loss) for resuming
                    ) -> Path:
-    "Write the embedder's weights (and `extra` state) to `path` and a JSON sidecar describing them, each atomically."
+    "Write the embedder's weights (and `extra` state) and a JSON sidecar describing them as one all-or-nothing file set named `path`."
     path, cfg = Path(path), embedder.config
     if cfg["backbone"] not in ("smallcnn", LITE0) and cfg["backbone"] not in list_models():
-        raise ValueError(f"cannot checkpoint an embedder with backbone {cfg['backbone']!r}: only 'smallcnn', 'efficientnet_lite0' and torchvision "
+        raise InputError(f"cannot checkpoint an embedder with backbone {cfg['backbone']!r}: only 'smallcnn', 'efficientnet_lite0' and torchvision "
                          "models can be rebuilt from a sidecar; save its state_dict yourself")
     buf = io.BytesIO()
     torch.save({"model": {k: v.detach().cpu() for k, v in embedder.state_dict().items()}, **(extra or {})}, buf)
-    data = buf.getvalue()
-    side = dict(format=CHECKPOINT_FORMAT, architecture={k: cfg.get(k) for k in ARCHITECTURE_KEYS}, dim=embedder.dim,
-                started_from=cfg.get("weights"), sha256=_sha256(data), bytes=len(data), version=__version__, **(meta or {}))
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(f"{path}.json", json.dumps(side, indent=2, default=str).encode())
-    return path
+    side = dict(architecture={k: cfg.get(k) for k in ARCHITECTURE_KEYS}, dim=embedder.dim, started_from=cfg.get("weights"), **(meta or {}))
+    return save_set(path, "checkpoint", {"pt": buf.getvalue()}, side, legacy=(path,))
 
 # %% ../nbs/02_embed.ipynb #05a02ccd
 def read_checkpoint_sidecar(path: str | os.PathLike) -> dict:
-    "The JSON sidecar of the checkpoint `path` (checked to be a cbir checkpoint sidecar)."
-    side = Path(f"{path}.json")
-    if not Path(path).is_file(): raise FileNotFoundError(f"checkpoint {path} not found")
-    if not side.is_file(): raise FileNotFoundError(f"{side} not found: a checkpoint needs the JSON sidecar written by save_checkpoint")
-    try: meta = json.loads(side.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{side} is not valid JSON ({e}); the sidecar is damaged") from None
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{side} is not a cbir checkpoint sidecar (format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                         f"expected {CHECKPOINT_FORMAT!r})")
-    return meta
+    "The JSON sidecar of the checkpoint `path` (checked to be a cbir checkpoint sidecar), without reading the weights."
+    return read_sidecar(path, "checkpoint")[0]
 
-def load_checkpoint(path: str | os.PathLike, # a .pt file written by `save_checkpoint`
+def load_checkpoint(path: str | os.PathLike, # a checkpoint written by `save_checkpoint`
                    ) -> tuple[dict, dict]: # (state: {"model": state_dict, ...extra}, sidecar)
     "Load a checkpoint's state and sidecar, refusing a file whose hash differs from the sidecar or that cannot be read."
-    meta = read_checkpoint_sidecar(path)
-    data = Path(path).read_bytes()
+    meta, files, version = load_set(path, "checkpoint")
+    if files is not None: data, meta["sha256"] = files["pt"], meta["files"]["pt"]["sha256"]
+    elif not Path(path).is_file(): raise NotFoundError(f"checkpoint {path} not found (its sidecar is there, from an older cbir: the .pt was moved?)")
+    else: data = Path(path).read_bytes()  # version 1: the .pt at `path`, its hash in the sidecar
     if _sha256(data) != meta["sha256"]:
-        raise ValueError(f"checkpoint {path} does not match its sidecar ({len(data)} bytes, sidecar says {meta['bytes']}; "
+        raise InputError(f"checkpoint {path} does not match its sidecar ({len(data)} bytes, sidecar says {meta['bytes']}; "
                          "SHA-256 differs): it was replaced, truncated or half-written after the sidecar. "
                          "Use the pair as it was written, or train again")
     try: state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"checkpoint {path} cannot be read by torch.load ({type(e).__name__}: {str(e)[:200]})") from None
-    if not isinstance(state, dict) or "model" not in state: raise ValueError(f"checkpoint {path} has no 'model' state dict")
+        raise InputError(f"checkpoint {path} cannot be read by torch.load ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(state, dict) or "model" not in state: raise InputError(f"checkpoint {path} has no 'model' state dict")
     return state, meta
 
 # %% ../nbs/02_embed.ipynb #95b5e4c7
 @patch(cls_method=True)
-def from_checkpoint(cls: Embedder, path: str | os.PathLike, # a .pt file written by `save_checkpoint` (e.g. by `cbir train`)
+def from_checkpoint(cls: Embedder, path: str | os.PathLike, # a checkpoint written by `save_checkpoint` (e.g. by `cbir train`)
                     device: str | torch.device = "auto", # where to run it
                     **kwargs) -> Embedder: # more `Embedder` arguments: precision, channels_last
     "The trained embedder stored in the checkpoint `path`, ready to embed (eval mode)."
@@ -608,10 +595,10 @@ def from_checkpoint(cls: Embedder, path: str | os.PathLike, # a .pt file written
     arch = meta["architecture"]
     try: emb = cls.from_name(arch["backbone"], weights=None, pooling=arch["pooling"], image_size=arch["image_size"],
                              projection=arch["projection"], normalize=arch["normalize"], device=device, download=False, **kwargs)
-    except (KeyError, ValueError) as e: raise ValueError(f"checkpoint {path}: cannot rebuild its architecture {arch} ({e})") from None
+    except (KeyError, ValueError) as e: raise InputError(f"checkpoint {path}: cannot rebuild its architecture {arch} ({e})") from None
     try: emb.load_state_dict(state["model"])
     except RuntimeError as e:
-        raise ValueError(f"checkpoint {path}: its weights do not fit a {arch['backbone']} embedder as its sidecar describes "
+        raise InputError(f"checkpoint {path}: its weights do not fit a {arch['backbone']} embedder as its sidecar describes "
                          f"({str(e).splitlines()[0]} ...); the .pt belongs to another architecture") from None
     emb.eval()
     emb.config.update(weights=f"checkpoint:{meta['sha256'][:16]}", checkpoint=str(Path(path).resolve()))

@@ -15,7 +15,7 @@ import numpy as np
 import json
 from pathlib import Path
 
-from .core import atomic_write_bytes
+from .core import InputError, atomic_write_bytes
 from .index import Index, IndexLike, as_vectors, l2_normalize
 from .metrics import (K_SWEEP, NoRelevantWarning, HitTable, interpolate_at_levels, per_query_values, queries_to_average, cap_ks,
                           interpolated_precision, ndcg_at_k, per_query_metrics, retrieval_metrics)
@@ -28,7 +28,7 @@ def relevance_by_labels(
 ) -> np.ndarray:  # (Q, N) bool: gallery item j is relevant to query q
     "Relevant = same class."
     q, g = np.asarray(query_labels), np.asarray(gallery_labels)
-    if q.ndim != 1 or g.ndim != 1: raise ValueError(f"labels must be 1-D, got shapes {q.shape} and {g.shape}")
+    if q.ndim != 1 or g.ndim != 1: raise InputError(f"labels must be 1-D, got shapes {q.shape} and {g.shape}")
     return q[:, None] == g[None, :]
 
 def relevance_by_attributes(
@@ -38,10 +38,10 @@ def relevance_by_attributes(
     "Multi-label relevance: binary = has all the query's attributes; graded = the share of them it has."
     q, g = np.asarray(query_attributes), np.asarray(gallery_attributes)
     if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"attributes must be (Q, A) and (N, A) with the same A, got {q.shape} and {g.shape}")
+        raise InputError(f"attributes must be (Q, A) and (N, A) with the same A, got {q.shape} and {g.shape}")
     q, g = q.astype(bool), g.astype(bool)
     wanted = q.sum(1)
-    if (wanted == 0).any(): raise ValueError(f"query {int(np.argmin(wanted))} has no attribute set: nothing to match")
+    if (wanted == 0).any(): raise InputError(f"query {int(np.argmin(wanted))} has no attribute set: nothing to match")
     shared = q.astype(np.float64) @ g.T.astype(np.float64)
     return shared == wanted[:, None], shared / wanted[:, None]
 
@@ -60,8 +60,8 @@ def sets_to_matrix(
     for q, ids in enumerate(id_sets):
         grades = dict(ids) if isinstance(ids, dict) else dict.fromkeys(ids, 1.0)
         if missing := [i for i in grades if i not in where]:
-            raise ValueError(f"query {q}: {what} ids not in the gallery: {missing[:5]}")
-        if any(g < 0 for g in grades.values()): raise ValueError(f"query {q}: {what} grades must be >= 0")
+            raise InputError(f"query {q}: {what} ids not in the gallery: {missing[:5]}")
+        if any(g < 0 for g in grades.values()): raise InputError(f"query {q}: {what} grades must be >= 0")
         out[q, [where[i] for i in grades]] = list(grades.values())
     return out
 
@@ -75,7 +75,7 @@ def rank_gallery(
 ) -> tuple:  # (positions (Q, k) int64 gallery rows, -1 where empty; scores (Q, k) float32)
     "Rank the gallery for every query, ties broken by gallery position."
     if searcher is None:
-        if gallery is None: raise ValueError("rank_gallery needs gallery embeddings or a searcher")
+        if gallery is None: raise InputError("rank_gallery needs gallery embeddings or a searcher")
         searcher = Index.build(gallery, kind="flat", metric=metric)
     n = searcher.ntotal if isinstance(searcher, IndexLike) else len(searcher.index.ids)
     res = searcher.search(queries, k=n if k is None else min(int(k), n))
@@ -148,7 +148,7 @@ def _repr_markdown_(self: EvaluationReport) -> str:
 @patch
 def worst_queries(self: EvaluationReport, n: int = 5, by: str = "mAP") -> np.ndarray:
     "Indices of the `n` queries with the lowest per-query `by` (among queries with relevant items)."
-    if by not in self.per_query: raise ValueError(f"unknown metric {by!r}; choose from {list(self.per_query)}")
+    if by not in self.per_query: raise InputError(f"unknown metric {by!r}; choose from {list(self.per_query)}")
     candidates = np.flatnonzero(self.n_relevant > 0)
     return candidates[np.argsort(self.per_query[by][candidates], kind="stable")[:n]]
 
@@ -239,7 +239,7 @@ def _vectors_and_ids(x, ids, what: str):
     if x is None: return None, ids
     if hasattr(x, "vectors"): x, ids = x.vectors, getattr(x, "ids", None) if ids is None else ids
     x = np.asarray(x)
-    if x.ndim != 2 or len(x) == 0: raise ValueError(f"{what} must be a non-empty (n, D) array, got shape {x.shape}")
+    if x.ndim != 2 or len(x) == 0: raise InputError(f"{what} must be a non-empty (n, D) array, got shape {x.shape}")
     return x, ids
 
 # %% ../nbs/07_evaluate.ipynb #c0cafaad
@@ -249,19 +249,19 @@ def _relevance(n_queries, n_gallery, gallery_ids, query_labels, gallery_labels, 
     given = [name for name, v in (("labels", query_labels), ("relevant sets", relevant), ("attributes", query_attributes))
              if v is not None]
     if len(given) != 1:
-        raise ValueError(f"give exactly one source of relevance (query_labels, relevant or query_attributes); got {given or 'none'}")
+        raise InputError(f"give exactly one source of relevance (query_labels, relevant or query_attributes); got {given or 'none'}")
     if query_labels is not None:
-        if gallery_labels is None: raise ValueError("query_labels need gallery_labels (one per gallery item)")
+        if gallery_labels is None: raise InputError("query_labels need gallery_labels (one per gallery item)")
         rel, gains = relevance_by_labels(query_labels, gallery_labels), None
     elif relevant is not None:
-        if len(relevant) != n_queries: raise ValueError(f"relevant needs one set per query: {n_queries} queries, {len(relevant)} sets")
+        if len(relevant) != n_queries: raise InputError(f"relevant needs one set per query: {n_queries} queries, {len(relevant)} sets")
         gains = sets_to_matrix(relevant, gallery_ids)
         rel, gains = gains > 0, (gains if any(isinstance(r, dict) for r in relevant) else None)
     else:
-        if gallery_attributes is None: raise ValueError("query_attributes need gallery_attributes (one row per gallery item)")
+        if gallery_attributes is None: raise InputError("query_attributes need gallery_attributes (one row per gallery item)")
         rel, gains = relevance_by_attributes(query_attributes, gallery_attributes)
     if rel.shape != (n_queries, n_gallery):
-        raise ValueError(f"relevance covers {rel.shape[0]} queries x {rel.shape[1]} gallery items, but there are "
+        raise InputError(f"relevance covers {rel.shape[0]} queries x {rel.shape[1]} gallery items, but there are "
                          f"{n_queries} queries and {n_gallery} gallery items: check the lengths of labels/attributes")
     return rel, gains, given[0]
 
@@ -298,14 +298,14 @@ def evaluate(
     n_q = len(queries)
     n_g = len(gallery) if gallery is not None else searcher.ntotal if isinstance(searcher, IndexLike) else len(searcher.index.ids)
     gallery_ids = np.arange(n_g) if gallery_ids is None else np.asarray(gallery_ids)
-    if len(gallery_ids) != n_g: raise ValueError(f"{len(gallery_ids)} gallery ids for {n_g} gallery items")
+    if len(gallery_ids) != n_g: raise InputError(f"{len(gallery_ids)} gallery ids for {n_g} gallery items")
     if disjoint_from is not None and query_labels is not None:
         if seen := sorted(set(np.asarray(query_labels).tolist()) & set(np.asarray(disjoint_from).tolist())):
-            raise ValueError(f"not class-disjoint: query classes {seen[:10]} also appear in training")
+            raise InputError(f"not class-disjoint: query classes {seen[:10]} also appear in training")
     streamable = searcher is None and max_rank is None and query_labels is not None and relevant is None \
         and query_attributes is None and junk is None
     if stream and not streamable:
-        raise ValueError("stream=True works with class labels and exact search: without junk, relevant sets, attributes, "
+        raise InputError("stream=True works with class labels and exact search: without junk, relevant sets, attributes, "
                          "a searcher or max_rank; use stream=False (dense) for those")
     if stream or (stream is None and streamable and n_q * n_g > STREAM_ABOVE):
         return _evaluate_streaming(queries, gallery, query_labels, gallery_labels, leave_one_out, query_ids, gallery_ids,
@@ -315,10 +315,10 @@ def evaluate(
     remove = np.zeros((n_q, n_g), bool)
     if leave_one_out: np.fill_diagonal(remove, True)
     if query_ids is not None:
-        if len(query_ids) != n_q: raise ValueError(f"{len(query_ids)} query ids for {n_q} queries")
+        if len(query_ids) != n_q: raise InputError(f"{len(query_ids)} query ids for {n_q} queries")
         remove |= np.asarray(query_ids)[:, None] == gallery_ids[None, :]
     if junk is not None:
-        if len(junk) != n_q: raise ValueError(f"junk needs one set per query: {n_q} queries, {len(junk)} sets")
+        if len(junk) != n_q: raise InputError(f"junk needs one set per query: {n_q} queries, {len(junk)} sets")
         remove |= sets_to_matrix(junk, gallery_ids, "junk") > 0
     positions, scores = rank_gallery(queries, gallery, metric, max_rank, searcher)
     positions, scores = compact_ranking(positions, remove, scores)
@@ -404,7 +404,7 @@ def _top_of(row, sorted_row, removed, w: int) -> np.ndarray:
 def _stream_label_ranking(queries, gallery, metric: str, query_labels, gallery_labels, removed: list,
                           ks, chunk_size: int) -> tuple:
     "Sparse (query, rank) hits, relevant counts, the width of the ranking, and the top max(ks) of each ranking."
-    if metric not in ("cosine", "ip", "l2"): raise ValueError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
+    if metric not in ("cosine", "ip", "l2"): raise InputError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
     q, g = as_vectors(queries, what="queries"), as_vectors(gallery, dim=queries.shape[1], what="gallery vectors", owner="the queries")
     if metric == "cosine": q, g = l2_normalize(q), l2_normalize(g)
     g_sq = (g * g).sum(1) if metric == "l2" else None
@@ -451,12 +451,12 @@ def _evaluate_streaming(queries, gallery, query_labels, gallery_labels, leave_on
                         metric: str, ks, no_relevant: str, chunk_size: int) -> EvaluationReport:
     "`evaluate` for class labels and exact search, in query chunks (see 'Evaluating at scale')."
     n_q, n_g = len(queries), len(gallery)
-    if gallery_labels is None: raise ValueError("query_labels need gallery_labels (one per gallery item)")
+    if gallery_labels is None: raise InputError("query_labels need gallery_labels (one per gallery item)")
     if len(query_labels) != n_q or len(gallery_labels) != n_g:
-        raise ValueError(f"{len(query_labels)} query labels for {n_q} queries and {len(gallery_labels)} gallery labels for "
+        raise InputError(f"{len(query_labels)} query labels for {n_q} queries and {len(gallery_labels)} gallery labels for "
                          f"{n_g} gallery items: check the lengths of labels")
-    if int(chunk_size) < 1: raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    if query_ids is not None and len(query_ids) != n_q: raise ValueError(f"{len(query_ids)} query ids for {n_q} queries")
+    if int(chunk_size) < 1: raise InputError(f"chunk_size must be at least 1, got {chunk_size}")
+    if query_ids is not None and len(query_ids) != n_q: raise InputError(f"{len(query_ids)} query ids for {n_q} queries")
     removed = _removed_rows(n_q, leave_one_out, query_ids, gallery_ids)
     h, n_rel, pos, sc, rel = _stream_label_ranking(queries, gallery, metric, query_labels, gallery_labels, removed, ks, int(chunk_size))
     protocol = dict(metric=metric, relevance="labels", leave_one_out=leave_one_out, n_queries=n_q, n_gallery=n_g, junk=False,

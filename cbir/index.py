@@ -21,7 +21,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .core import atomic_write_bytes, check_k, read_file_set, write_file_set
+from .core import InputError, NotFoundError, atomic_write_bytes, check_k, load_set, read_file_set, save_set, write_file_set
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT, "cosine": fa
 
 def _check_metric(metric: str) -> str:
     if metric not in METRICS:
-        raise ValueError(f"metric={metric!r} is not supported: use one of {sorted(METRICS)}")
+        raise InputError(f"metric={metric!r} is not supported: use one of {sorted(METRICS)}")
     return metric
 
 
@@ -54,18 +54,18 @@ def as_vectors(x, dim: int | None = None, what: str = "vectors", owner: str = "t
     """`x` as a float32 C-contiguous (N, dim) array, or a ValueError saying what is wrong."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":  # float, signed or unsigned int
-        raise ValueError(f"{what} must be real numbers, got dtype {arr.dtype}: convert them to float32 first")
+        raise InputError(f"{what} must be real numbers, got dtype {arr.dtype}: convert them to float32 first")
     if arr.ndim == 1: arr = arr[None, :]  # a single vector is a batch of one
     if arr.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
+        raise InputError(f"{what} must be a 2-D array (n, dim), got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{what} have dimension {arr.shape[1]} but {owner} has dimension {dim}: "
+        raise InputError(f"{what} have dimension {arr.shape[1]} but {owner} has dimension {dim}: "
                          f"use vectors from the same embedder {owner} was built with")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)
-        raise ValueError(f"{what} contain NaN or infinite values in {len(rows)} row(s), e.g. rows {rows[:5].tolist()}: "
+        raise InputError(f"{what} contain NaN or infinite values in {len(rows)} row(s), e.g. rows {rows[:5].tolist()}: "
                          f"drop or fix them before indexing")
     return arr
 
@@ -79,16 +79,16 @@ def as_ids(ids, n: int) -> np.ndarray:
     if ids is None: return np.arange(n, dtype=np.int64)
     arr = np.asarray(ids)
     if arr.ndim != 1 or len(arr) != n:
-        raise ValueError(f"ids must be a 1-D sequence with one id per vector: got shape {arr.shape} for {n} vectors")
+        raise InputError(f"ids must be a 1-D sequence with one id per vector: got shape {arr.shape} for {n} vectors")
     if arr.dtype.kind in "iu": arr = arr.astype(np.int64)
     elif arr.dtype.kind in "USO": arr = arr.astype(str)
-    else: raise ValueError(f"ids must be integers or strings, got dtype {arr.dtype}")
+    else: raise InputError(f"ids must be integers or strings, got dtype {arr.dtype}")
     sentinel = MISSING_STR if arr.dtype.kind == "U" else MISSING_INT
     if n and (arr == sentinel).any():
-        raise ValueError(f"{sentinel!r} is reserved to mark missing results and cannot be an item id")
+        raise InputError(f"{sentinel!r} is reserved to mark missing results and cannot be an item id")
     uniq, counts = np.unique(arr, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"ids must be unique; repeated: {uniq[counts > 1][:5].tolist()}")
+        raise InputError(f"ids must be unique; repeated: {uniq[counts > 1][:5].tolist()}")
     return arr
 
 # %% ../nbs/03_index.ipynb #82848c77
@@ -117,7 +117,7 @@ def _make_faiss_index(factory: str, dim: int, metric: str) -> faiss.Index:
     try:
         return faiss.index_factory(dim, full, METRICS[metric])
     except RuntimeError as e:
-        raise ValueError(f"FAISS cannot build factory string {factory!r} for dimension {dim}: {str(e).strip().splitlines()[-1]}") from None
+        raise InputError(f"FAISS cannot build factory string {factory!r} for dimension {dim}: {str(e).strip().splitlines()[-1]}") from None
 
 # %% ../nbs/03_index.ipynb #fa9aa225
 @runtime_checkable
@@ -157,13 +157,13 @@ class IndexBase:
     def checked_new_ids(self, ids, n: int) -> np.ndarray:
         """Checked ids for `n` new vectors: unique, of the index's id type, not already in the index."""
         if ids is None and self._ids.dtype.kind == "U":
-            raise ValueError("this index has string ids: pass one id per vector to add()")
+            raise InputError("this index has string ids: pass one id per vector to add()")
         if ids is None: ids = np.arange(n) + (int(self._ids.max()) + 1 if len(self._ids) else 0)
         new_ids = as_ids(ids, n)
         if len(self._ids) and new_ids.dtype.kind != self._ids.dtype.kind:
-            raise ValueError(f"ids must have the same type as the index's ids ({self._ids.dtype}), got {new_ids.dtype}")
+            raise InputError(f"ids must have the same type as the index's ids ({self._ids.dtype}), got {new_ids.dtype}")
         clash = np.intersect1d(new_ids, self._ids)
-        if len(clash): raise ValueError(f"ids already in the index: {clash[:5].tolist()}; remove them first to replace them")
+        if len(clash): raise InputError(f"ids already in the index: {clash[:5].tolist()}; remove them first to replace them")
         return new_ids
 
     def rows_of(self, ids) -> np.ndarray:
@@ -173,7 +173,7 @@ class IndexBase:
         found = np.searchsorted(self._ids[order], want).clip(max=max(len(order) - 1, 0))
         known = len(order) > 0 and (self._ids[order][found] == want)
         if not np.all(known):
-            raise ValueError(f"ids not in the index: {want[~np.asarray(known, bool)][:5].tolist()}; nothing was removed")
+            raise InputError(f"ids not in the index: {want[~np.asarray(known, bool)][:5].tolist()}; nothing was removed")
         return order[found]
 
 # %% ../nbs/03_index.ipynb #c13a48db
@@ -217,7 +217,7 @@ def add(self: Index, vectors, # (N, D) vectors (converted to float32; normalised
     x = self.prepare(vectors, "vectors")
     new_ids = self.checked_new_ids(ids, len(x))
     if not self.index.is_trained:
-        raise ValueError(f"the {self.kind} index is not trained yet: build it with Index.build(...), which trains it")
+        raise InputError(f"the {self.kind} index is not trained yet: build it with Index.build(...), which trains it")
     keys = np.arange(self._next_key, self._next_key + len(x), dtype=np.int64)
     self.index.add_with_ids(x, keys)
     self._ids = new_ids if not len(self._ids) else np.concatenate([self._ids, new_ids])
@@ -249,8 +249,8 @@ def _search_knobs(self: Index, nprobe=None, ef_search=None, k_factor=None):
                                    ("k_factor", k_factor, faiss.IndexRefine, "k_factor")]:
         if value is None: continue
         layer = _layer(self.index, cls)
-        if layer is None: raise ValueError(f"{name} does not apply to a {self.kind!r} index ({self.factory}); leave it as None")
-        if value < 1: raise ValueError(f"{name} must be >= 1, got {value}")
+        if layer is None: raise InputError(f"{name} does not apply to a {self.kind!r} index ({self.factory}); leave it as None")
+        if value < 1: raise InputError(f"{name} must be >= 1, got {value}")
         if name == "nprobe" and value > layer.nlist:
             logger.warning(f"nprobe={value} is larger than the number of lists ({layer.nlist}); using {layer.nlist} (visits every list)")
             value = layer.nlist
@@ -304,11 +304,11 @@ def factory_string(kind: str, n: int, dim: int, nlist: int | None = None, hnsw_m
     """The FAISS factory string for `kind` with n vectors of dimension dim."""
     nlist, pq_m = nlist or default_nlist(n), pq_m or default_pq_m(dim)
     if kind in ("ivfpq", "opq", "ivfpq_refine") and dim % pq_m:
-        raise ValueError(f"pq_m={pq_m} must divide the dimension {dim}")
+        raise InputError(f"pq_m={pq_m} must divide the dimension {dim}")
     pq = f"PQ{pq_m}" + (f"x{nbits}" if nbits != 8 else "") + "np"  # np: skip FAISS's slow polysemous training
     table = {"flat": "Flat", "ivf": f"IVF{nlist},Flat", "hnsw": f"HNSW{hnsw_m}", "ivfpq": f"IVF{nlist},{pq}",
              "opq": f"OPQ{pq_m},IVF{nlist},{pq}", "ivfpq_refine": f"IVF{nlist},{pq},RFlat"}
-    if kind not in table: raise ValueError(f"kind={kind!r} is not known: use one of {list(KINDS) + ['auto']} or pass factory=")
+    if kind not in table: raise InputError(f"kind={kind!r} is not known: use one of {list(KINDS) + ['auto']} or pass factory=")
     return table[kind]
 
 # %% ../nbs/03_index.ipynb #708d6e69
@@ -329,7 +329,7 @@ def _train(index: faiss.Index, x: np.ndarray, factory: str, train_size: int | No
             if isinstance(vt := faiss.downcast_VectorTransform(pre.chain.at(i)), faiss.OPQMatrix):
                 vt.niter = vt.niter_pq_0 = opq_iterations
     if len(x) < minimum:
-        raise ValueError(f"{factory} needs at least {minimum} training vectors, got {len(x)}: "
+        raise InputError(f"{factory} needs at least {minimum} training vectors, got {len(x)}: "
                          f"use fewer lists (nlist=) / fewer PQ bits (nbits=), more vectors, or kind='flat'")
     if len(x) < recommended:
         logger.warning(f"training {factory} on {len(x)} vectors; FAISS recommends at least {recommended}")
@@ -392,7 +392,7 @@ def choose_index(n: int, dim: int, memory_budget: int | None = None,  # bytes av
             choice = pick("opq", f"only compressed codes fit: OPQ + IVF-PQ with {m} bytes per vector", pq_m=m)
             if recall_target > 0.8: choice["reason"] += f"; PQ compression may not reach recall {recall_target} (measure it)"
             return choice
-    raise ValueError(f"no index kind fits {n:,} vectors of dimension {dim} in {budget:,} bytes; the smallest "
+    raise InputError(f"no index kind fits {n:,} vectors of dimension {dim} in {budget:,} bytes; the smallest "
                      f"estimate is {estimate_memory('opq', n, dim, pq_m=1)['total_bytes']:,} bytes: raise the budget or shard the collection")
 
 # %% ../nbs/03_index.ipynb #7131a6db
@@ -465,11 +465,10 @@ def save(self: Index, path, # the index's name, e.g. DIR/"gallery.faiss"; its si
     """Save the index, its ids and its JSON sidecar as one all-or-nothing set of files named after `path`."""
     path, buf = Path(path), io.BytesIO()
     np.savez(buf, ids=self._ids, keys=self._keys)
-    sidecar = dict(format="cbir.index", version=__version__, kind=self.kind, factory=self.factory, metric=self.metric,
-                   dim=self.dim, ntotal=self.ntotal, id_dtype=self._ids.dtype.kind, embedder=self.embedder_config,
-                   params=self.params, reason=self.reason)
+    sidecar = dict(kind=self.kind, factory=self.factory, metric=self.metric, dim=self.dim, ntotal=self.ntotal,
+                   id_dtype=self._ids.dtype.kind, embedder=self.embedder_config, params=self.params, reason=self.reason)
     members = {"faiss": faiss.serialize_index(_cpu_index(self.index)).tobytes(), "ids.npz": buf.getvalue()}
-    return write_file_set(path, members, sidecar, legacy=(path, f"{path}.ids.npz"))
+    return save_set(path, "index", members, sidecar, legacy=(path, f"{path}.ids.npz"))
 
 # %% ../nbs/03_index.ipynb #b7e3a945
 def check_expected(sidecar: dict, expect: dict | None, path) -> None:
@@ -482,17 +481,16 @@ def check_expected(sidecar: dict, expect: dict | None, path) -> None:
         else: checks.append((f"embedder {key}", embedder.get(key, "<missing>"), want))
     problems = [f"{what}: index has {have!r}, expected {want!r}" for what, have, want in checks if have != want]
     if problems:
-        raise ValueError(f"refusing to load the index at {path}: it was built for a different setup; "
+        raise InputError(f"refusing to load the index at {path}: it was built for a different setup; "
                          + "; ".join(problems) + ". Rebuild the index with the current embedder/metric.")
 
 # %% ../nbs/03_index.ipynb #287b85e5
 def _read_index_files(path: Path) -> tuple[dict, bytes, bytes]:
     """(sidecar, FAISS bytes, ids bytes) of a saved index, in the current layout or the older three-file one."""
-    sidecar, files = read_file_set(path)
-    if sidecar.get("format") != "cbir.index": raise ValueError(f"{path}.json is not a cbir index sidecar")
+    sidecar, files, _ = load_set(path, "index")
     if files is not None: return sidecar, files["faiss"], files["ids.npz"]
     for p in (path, Path(f"{path}.ids.npz")):  # saved by cbir before file sets: no checksums to verify
-        if not p.exists(): raise FileNotFoundError(f"{p} not found: an index is saved as {path.name}.json and the files it names")
+        if not p.exists(): raise NotFoundError(f"{p} not found: an index is saved as {path.name}.json and the files it names")
     return sidecar, path.read_bytes(), Path(f"{path}.ids.npz").read_bytes()
 
 @patch(cls_method=True)
@@ -506,7 +504,7 @@ def load(cls: Index, path, # the path given to `save`
     with np.load(io.BytesIO(ids_bytes), allow_pickle=False) as arrays: ids, keys = arrays["ids"], arrays["keys"]
     index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
     if index.ntotal != len(ids) or index.d != sidecar["dim"]:
-        raise ValueError(f"{path} does not match its sidecar: {index.ntotal} vectors of dim {index.d} in the index, "
+        raise InputError(f"{path} does not match its sidecar: {index.ntotal} vectors of dim {index.d} in the index, "
                          f"{len(ids)} ids and dim {sidecar['dim']} in the sidecar; the files come from different saves")
     return cls(index, ids, keys, kind=sidecar["kind"], factory=sidecar["factory"], metric=sidecar["metric"],
                embedder_config=sidecar.get("embedder"), params=sidecar.get("params"), reason=sidecar.get("reason", ""))
@@ -523,7 +521,7 @@ def remove(self: Index, ids, # item ids to delete (all must be in the index)
           ) -> int:
     """Remove the items with these ids; returns how many were removed."""
     if not self.supports_removal:
-        raise ValueError(f"a {self.kind!r} index ({self.factory}) cannot remove items (FAISS does not support it for "
+        raise InputError(f"a {self.kind!r} index ({self.factory}) cannot remove items (FAISS does not support it for "
                          f"HNSW graphs or refined indexes): rebuild it without them, or use kind flat/ivf/ivfpq/opq")
     rows = self.rows_of(ids)
     removed = self.index.remove_ids(self._keys[rows])
@@ -588,7 +586,7 @@ def search_reranked(self: Index, queries, # (Q, D) query vectors
                     **knobs) -> SearchResult:
     """Search `k_factor·k` candidates (with `knobs` such as nprobe), then re-rank them exactly against `vectors`."""
     if vectors.shape != (self.ntotal, self.dim):
-        raise ValueError(f"vectors for re-ranking must have one row per index row, shape {(self.ntotal, self.dim)}, got {vectors.shape}")
+        raise InputError(f"vectors for re-ranking must have one row per index row, shape {(self.ntotal, self.dim)}, got {vectors.shape}")
     q = self.prepare(queries, "queries")
     cand = self.search(q, max(1, int(k)) * k_factor, **knobs)
     rows = np.where(cand.valid, cand.positions, 0)

@@ -16,6 +16,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .core import InputError, InputTypeError
+
 # %% ../nbs/05_metrics.ipynb #0e7ce08a
 def relevance_from_labels(
     query_labels,  # (Q,) label of each query
@@ -24,7 +26,7 @@ def relevance_from_labels(
     "Binary relevance matrix: a result is relevant when its label equals its query's label."
     query_labels, ranked = np.asarray(query_labels), np.asarray(ranked_gallery_labels)
     if query_labels.ndim != 1 or ranked.ndim != 2 or ranked.shape[0] != query_labels.shape[0]:
-        raise ValueError(f"query_labels must be (Q,) and ranked_gallery_labels (Q, K) with the same Q; "
+        raise InputError(f"query_labels must be (Q,) and ranked_gallery_labels (Q, K) with the same Q; "
                          f"got shapes {query_labels.shape} and {ranked.shape}")
     return ranked == query_labels[:, None]
 
@@ -39,9 +41,9 @@ def relevance_from_ids(
 ) -> tuple:  # (rel (Q, K) bool or float gains, n_relevant (Q,) int64)
     "Relevance matrix and number of relevant items per query from ranked ids and relevant ids."
     ranked_ids, relevant_ids = list(ranked_ids), list(relevant_ids)
-    if len(ranked_ids) == 0: raise ValueError("the query set is empty: ranked_ids has no rows")
+    if len(ranked_ids) == 0: raise InputError("the query set is empty: ranked_ids has no rows")
     if len(ranked_ids) != len(relevant_ids):
-        raise ValueError(f"one set of relevant ids per query is needed: {len(ranked_ids)} rankings, "
+        raise InputError(f"one set of relevant ids per query is needed: {len(ranked_ids)} rankings, "
                          f"{len(relevant_ids)} relevant sets")
     graded = any(isinstance(r, dict) for r in relevant_ids)
     known = None if gallery_ids is None else set(np.asarray(gallery_ids).tolist())
@@ -52,10 +54,10 @@ def relevance_from_ids(
         ranking = np.asarray(ranking).tolist()
         grades = dict(relevant) if isinstance(relevant, dict) else dict.fromkeys(relevant, 1)
         if len(set(ranking)) != len(ranking):
-            raise ValueError(f"query {q}: the ranking lists an id more than once; a ranking holds each item once")
-        if any(g < 0 for g in grades.values()): raise ValueError(f"query {q}: relevance grades must be >= 0")
+            raise InputError(f"query {q}: the ranking lists an id more than once; a ranking holds each item once")
+        if any(g < 0 for g in grades.values()): raise InputError(f"query {q}: relevance grades must be >= 0")
         if known is not None and (bad := _missing(ranking, known) + _missing(grades, known)):
-            raise ValueError(f"query {q}: ids not in the gallery: {bad[:5]}")
+            raise InputError(f"query {q}: ids not in the gallery: {bad[:5]}")
         rel[q, :len(ranking)] = [grades.get(i, 0) for i in ranking]
         n_relevant[q] = sum(g > 0 for g in grades.values())
     return rel, n_relevant
@@ -79,33 +81,33 @@ from .core import check_k  # the one check for k (lesson 00a_core): a positive i
 def _check_rel(rel, binary: bool = True) -> np.ndarray:
     rel = np.asarray(rel)
     if rel.ndim != 2:
-        raise ValueError(f"rel must be a 2-D (queries x ranks) matrix, got shape {rel.shape}; for one query use rel[None]")
-    if rel.shape[0] == 0: raise ValueError(f"the query set is empty: rel has shape {rel.shape}")
-    if rel.shape[1] == 0: raise ValueError(f"the rankings are empty: rel has shape {rel.shape}")
+        raise InputError(f"rel must be a 2-D (queries x ranks) matrix, got shape {rel.shape}; for one query use rel[None]")
+    if rel.shape[0] == 0: raise InputError(f"the query set is empty: rel has shape {rel.shape}")
+    if rel.shape[1] == 0: raise InputError(f"the rankings are empty: rel has shape {rel.shape}")
     if rel.dtype == bool: return rel
-    if rel.dtype.kind not in "iuf": raise TypeError(f"rel must be a bool or numeric matrix, got dtype {rel.dtype}")
-    if not np.isfinite(rel).all(): raise ValueError("rel contains NaN or infinite values")
+    if rel.dtype.kind not in "iuf": raise InputTypeError(f"rel must be a bool or numeric matrix, got dtype {rel.dtype}")
+    if not np.isfinite(rel).all(): raise InputError("rel contains NaN or infinite values")
     if binary:
         bad = (rel != 0) & (rel != 1)
         if bad.any():
-            raise ValueError(f"rel must be binary (0/1 or bool) here, found the value {rel[bad][0].item()!r}; "
+            raise InputError(f"rel must be binary (0/1 or bool) here, found the value {rel[bad][0].item()!r}; "
                              "for graded relevance use ndcg_at_k with ideal_gains, or pass rel > 0")
         return rel != 0
-    if (rel < 0).any(): raise ValueError(f"relevance grades must be >= 0, found {rel.min().item()!r}")
+    if (rel < 0).any(): raise InputError(f"relevance grades must be >= 0, found {rel.min().item()!r}")
     return rel.astype(np.float64)
 
 # %% ../nbs/05_metrics.ipynb #54cb8cde
 def _check_n_relevant(n_relevant, n_queries: int, found=None) -> np.ndarray:
     n = np.asarray(n_relevant)
     if n.shape != (n_queries,):
-        raise ValueError(f"n_relevant needs one count per query: shape ({n_queries},) expected, got {n.shape}")
+        raise InputError(f"n_relevant needs one count per query: shape ({n_queries},) expected, got {n.shape}")
     if n.dtype.kind == "f" and not (np.isfinite(n).all() and (n == np.round(n)).all()) or n.dtype.kind not in "iuf":
-        raise ValueError(f"n_relevant must hold non-negative integers, got {n[:5].tolist()}")
+        raise InputError(f"n_relevant must hold non-negative integers, got {n[:5].tolist()}")
     n = n.astype(np.int64)
-    if (n < 0).any(): raise ValueError(f"n_relevant must be >= 0, found {n.min()}")
+    if (n < 0).any(): raise InputError(f"n_relevant must be >= 0, found {n.min()}")
     if found is not None and (found > n).any():
         q = int(np.argmax(found > n))
-        raise ValueError(f"query {q}: the ranking holds {found[q]} relevant items but n_relevant says {n[q]}; "
+        raise InputError(f"query {q}: the ranking holds {found[q]} relevant items but n_relevant says {n[q]}; "
                          "n_relevant must count ALL relevant items of the query in the gallery")
     return n
 
@@ -170,8 +172,8 @@ def precision_at_k(
     rel, k = _check_rel(rel), check_k(k)
     h = HitTable(rel)
     if divide_by == "k": return _hits_at(h, k) / k
-    if divide_by != "min_k_r": raise ValueError(f"divide_by must be 'k' or 'min_k_r', got {divide_by!r}")
-    if n_relevant is None: raise ValueError("divide_by='min_k_r' needs n_relevant")
+    if divide_by != "min_k_r": raise InputError(f"divide_by must be 'k' or 'min_k_r', got {divide_by!r}")
+    if n_relevant is None: raise InputError("divide_by='min_k_r' needs n_relevant")
     return _ratio(_hits_at(h, k), np.minimum(k, _check_n_relevant(n_relevant, h.n_queries, h.count)))
 
 # %% ../nbs/05_metrics.ipynb #59ccf190
@@ -230,7 +232,7 @@ def average_precision(
     divide_by: str = "r",  # "r" (trec_eval, ranx), "min_k_r", or "hits" (torchmetrics, OML)
 ) -> np.ndarray:  # (Q,) AP of each query (0 for a query with R = 0); their mean is mAP
     "Average of the precision at the rank of each relevant item; unretrieved relevant items count 0."
-    if divide_by not in _AP_DIVISORS: raise ValueError(f"divide_by must be one of {_AP_DIVISORS}, got {divide_by!r}")
+    if divide_by not in _AP_DIVISORS: raise InputError(f"divide_by must be one of {_AP_DIVISORS}, got {divide_by!r}")
     rel = _check_rel(rel)
     k = rel.shape[1] if k is None else check_k(k)
     h = HitTable(rel)
@@ -263,8 +265,8 @@ def map_at_r(
 def _ideal_dcg(ideal_gains, n_queries: int, k: int, gain: str) -> np.ndarray:
     ideal = np.asarray(ideal_gains, np.float64)
     if ideal.ndim != 2 or ideal.shape[0] != n_queries:
-        raise ValueError(f"ideal_gains must be (Q, M) with Q = {n_queries} (pad with 0), got shape {ideal.shape}")
-    if not np.isfinite(ideal).all() or (ideal < 0).any(): raise ValueError("ideal_gains must be finite and >= 0")
+        raise InputError(f"ideal_gains must be (Q, M) with Q = {n_queries} (pad with 0), got shape {ideal.shape}")
+    if not np.isfinite(ideal).all() or (ideal < 0).any(): raise InputError("ideal_gains must be finite and >= 0")
     top = -np.sort(-ideal, axis=1)[:, :k]
     if gain == "exp": top = np.exp2(top) - 1
     return top @ (1.0 / np.log2(np.arange(2, top.shape[1] + 2)))
@@ -274,7 +276,7 @@ def _ndcg(h: HitTable, k: int, idcg: np.ndarray, gain: str) -> np.ndarray:
     dcg = _sum_per_query(h, h.before(k), g * h.discount)
     out = _ratio(dcg, idcg)
     if (out > 1 + 1e-9).any():
-        raise ValueError(f"query {int(np.argmax(out > 1 + 1e-9))}: the ranking has more gain than its ideal ranking; "
+        raise InputError(f"query {int(np.argmax(out > 1 + 1e-9))}: the ranking has more gain than its ideal ranking; "
                          "n_relevant / ideal_gains must describe ALL relevant items of the query")
     return np.minimum(out, 1.0)
 
@@ -292,11 +294,11 @@ def ndcg_at_k(
     gain: str = "linear",  # "linear": g (trec_eval, ranx, scikit-learn); "exp": 2**g - 1 (Burges)
 ) -> np.ndarray:  # (Q,) nDCG@k of each query (0 for a query with no relevant item)
     "Normalised discounted cumulative gain at cut-off `k`, the ideal ranking built from all relevant items."
-    if gain not in ("linear", "exp"): raise ValueError(f"gain must be 'linear' or 'exp', got {gain!r}")
+    if gain not in ("linear", "exp"): raise InputError(f"gain must be 'linear' or 'exp', got {gain!r}")
     k = check_k(k)
     if ideal_gains is None:
         if n_relevant is None:
-            raise ValueError("ndcg_at_k needs n_relevant (binary relevance) or ideal_gains (graded relevance): "
+            raise InputError("ndcg_at_k needs n_relevant (binary relevance) or ideal_gains (graded relevance): "
                              "the ideal ranking must include the relevant items that were not retrieved")
         rel = _check_rel(rel, binary=True)
         h = HitTable(rel)
@@ -313,8 +315,8 @@ def rank_by_score(
 ) -> np.ndarray:  # (Q, k) gallery positions in ranked order; ties keep gallery order
     "Rank the gallery by score with a stable sort: equal scores are ordered by gallery position."
     scores = np.asarray(scores)
-    if scores.ndim != 2 or 0 in scores.shape: raise ValueError(f"scores must be a non-empty (Q, N) matrix, got {scores.shape}")
-    if np.isnan(scores).any(): raise ValueError("scores contain NaN; cannot rank them")
+    if scores.ndim != 2 or 0 in scores.shape: raise InputError(f"scores must be a non-empty (Q, N) matrix, got {scores.shape}")
+    if np.isnan(scores).any(): raise InputError("scores contain NaN; cannot rank them")
     order = np.argsort(-scores if higher_is_better else scores, axis=1, kind="stable")
     return order if k is None else order[:, :check_k(k)]
 
@@ -326,12 +328,12 @@ _POLICIES = ("skip", "zero", "raise")
 
 def queries_to_average(n: np.ndarray, no_relevant: str) -> np.ndarray:
     "Boolean mask of the queries that enter the averages, applying the no-relevant-item policy."
-    if no_relevant not in _POLICIES: raise ValueError(f"no_relevant must be one of {_POLICIES}, got {no_relevant!r}")
+    if no_relevant not in _POLICIES: raise InputError(f"no_relevant must be one of {_POLICIES}, got {no_relevant!r}")
     empty = n == 0
     if not empty.any(): return np.ones(len(n), bool)
     msg = f"{int(empty.sum())} of {len(n)} queries have no relevant item in the gallery"
-    if no_relevant == "raise": raise ValueError(msg + " (no_relevant='raise'); use 'skip' or 'zero' to average anyway")
-    if no_relevant == "skip" and empty.all(): raise ValueError(msg + ": there is nothing to average")
+    if no_relevant == "raise": raise InputError(msg + " (no_relevant='raise'); use 'skip' or 'zero' to average anyway")
+    if no_relevant == "skip" and empty.all(): raise InputError(msg + ": there is nothing to average")
     what = "left out of the averages" if no_relevant == "skip" else "scored 0"
     warnings.warn(f"{msg}; they are {what} (no_relevant={no_relevant!r})", NoRelevantWarning, stacklevel=3)
     return ~empty if no_relevant == "skip" else np.ones(len(n), bool)
@@ -355,7 +357,7 @@ def cap_ks(
 ) -> list:  # the cut-offs capped at gallery_size, duplicates removed, in the given order
     "Cap the cut-offs at the gallery size and drop duplicates."
     ks = [ks] if isinstance(ks, (Integral, np.integer)) else list(ks)
-    if not ks: raise ValueError("ks is empty: give at least one cut-off")
+    if not ks: raise InputError("ks is empty: give at least one cut-off")
     gallery_size = check_k(gallery_size, "gallery_size")
     return list(dict.fromkeys(min(check_k(k), gallery_size) for k in ks))
 
@@ -397,7 +399,7 @@ def retrieval_metrics(
     gallery_size: int | None = None,  # largest cut-off; default: the width of rel
 ) -> dict:  # {"P@1": ..., "R@5": ..., "HR@10": ..., "mAP": ..., "MRR": ..., "nDCG@10": ..., ...}
     "Average every metric over the queries: P@K, R@K, HR@K, F1@K, mAP@K, nDCG@K, mAP, MRR, R-precision, MAP@R."
-    if average not in ("macro", "micro"): raise ValueError(f"average must be 'macro' or 'micro', got {average!r}")
+    if average not in ("macro", "micro"): raise InputError(f"average must be 'macro' or 'micro', got {average!r}")
     rel = _check_rel(rel)
     h = HitTable(rel)
     n = _check_n_relevant(n_relevant, h.n_queries, h.count)
@@ -428,7 +430,7 @@ def interpolated_precision(
 def interpolate_at_levels(h: HitTable, n: np.ndarray, recall_levels) -> np.ndarray:
     levels = np.asarray(recall_levels, np.float64)
     if levels.ndim != 1 or not ((levels >= 0) & (levels <= 1)).all():
-        raise ValueError("recall_levels must be a 1-D array of values in [0, 1]")
+        raise InputError("recall_levels must be a 1-D array of values in [0, 1]")
     padded = np.zeros((h.n_queries, max(1, int(h.count.max(initial=0)))))
     padded[h.rows, h.nth - 1] = h.precision  # precision at the j-th hit of each query
     best_after = np.maximum.accumulate(padded[:, ::-1], axis=1)[:, ::-1]  # best precision at hit >= j

@@ -16,36 +16,13 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .core import warn_caller
-from .losses import pairwise_distances, label_masks, all_triplets
+from .core import InputError, warn_caller
+from .losses import check_batch, pairwise_distances, label_masks, all_triplets
 
 # %% ../nbs/09_mining.ipynb #f62ea061
-def _as_labels(labels, n: int, device, name: str = "labels") -> torch.Tensor:
-    "Labels as a 1-D tensor of length n on device, or a ValueError."
-    labels = torch.as_tensor(labels, device=device)
-    if labels.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), one label per embedding; got {tuple(labels.shape)}")
-    return labels
-
-def _check_emb(emb, name: str = "emb") -> torch.Tensor:
-    "A finite (N, D) floating tensor, or a ValueError."
-    if not isinstance(emb, torch.Tensor) or emb.ndim != 2 or not emb.is_floating_point():
-        shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
-        raise ValueError(f"{name} must be a floating (N, D) torch tensor; got {shape}")
-    if not torch.isfinite(emb).all(): raise ValueError(f"{name} contains NaN or inf values")
-    return emb
-
 def _prepare(emb, labels, ref_emb=None, ref_labels=None, exclude_self: bool = False):
     "Validated (B, M) distances between L2-normalised rows, and the positive / negative pair masks."
-    emb = _check_emb(emb)
-    labels = _as_labels(labels, len(emb), emb.device)
-    if (ref_emb is None) != (ref_labels is None):
-        raise ValueError("pass ref_emb and ref_labels together (a reference set needs its labels), or neither")
-    if ref_emb is not None:
-        ref_emb = _check_emb(ref_emb, "ref_emb")
-        if ref_emb.shape[1] != emb.shape[1]:
-            raise ValueError(f"ref_emb has dimension {ref_emb.shape[1]} but emb has {emb.shape[1]}")
-        ref_labels = _as_labels(ref_labels, len(ref_emb), emb.device, "ref_labels")
+    emb, labels, ref_emb, ref_labels = check_batch(emb, labels, ref_emb, ref_labels, allow_empty=True)  # the losses' check (lesson 08)
     with torch.no_grad():
         x = F.normalize(emb.detach(), dim=1)
         d = pairwise_distances(x, None if ref_emb is None else F.normalize(ref_emb.detach().to(x), dim=1))
@@ -53,7 +30,7 @@ def _prepare(emb, labels, ref_emb=None, ref_labels=None, exclude_self: bool = Fa
     if exclude_self and ref_labels is not None:
         b = len(labels)
         if len(ref_labels) < b or not torch.equal(ref_labels[:b], labels):
-            raise ValueError("exclude_self=True needs a reference set whose first len(emb) rows are the batch itself")
+            raise InputError("exclude_self=True needs a reference set whose first len(emb) rows are the batch itself")
         same[:, :b] &= ~torch.eye(b, dtype=torch.bool, device=same.device)
     return d, same, diff
 
@@ -89,7 +66,7 @@ def semi_hard_triplets(emb: torch.Tensor, # (B, D) embeddings (normalised inside
                        *, exclude_self: bool = False, # the first B reference rows are the batch: skip anchor i vs row i
                       ) -> tuple[torch.Tensor, ...]: # (a, p, n)
     "Every triplet with d(a,p) < d(a,n) < d(a,p) + margin (FaceNet's semi-hard negatives)."
-    if not margin > 0: raise ValueError(f"margin must be > 0 for semi-hard triplets (none exist otherwise); got {margin}")
+    if not margin > 0: raise InputError(f"margin must be > 0 for semi-hard triplets (none exist otherwise); got {margin}")
     d, same, diff = _prepare(emb, labels, ref_emb, ref_labels, exclude_self)
     return _triplets_where(d, same, diff, lambda gap: (gap > 0) & (gap < margin))
 
@@ -121,14 +98,14 @@ def distance_weights(d: torch.Tensor, # (B, M) anchor-to-reference distances bet
                     ) -> torch.Tensor: # (B, M) probabilities, each row summing to 1 (or 0 when nothing is admissible)
     "Wu et al.'s negative-sampling probabilities, proportional to 1/q(d), computed in log space per row."
     if not isinstance(d, torch.Tensor) or d.ndim != 2 or not d.is_floating_point() or torch.isnan(d).any():
-        raise ValueError("d must be a floating (B, M) tensor of distances without NaN")
-    if int(dim) < 2: raise ValueError(f"dim must be >= 2 (unit vectors in 1-D are only +-1); got {dim}")
+        raise InputError("d must be a floating (B, M) tensor of distances without NaN")
+    if int(dim) < 2: raise InputError(f"dim must be >= 2 (unit vectors in 1-D are only +-1); got {dim}")
     if not 0 < cutoff < nonzero_loss_cutoff:
-        raise ValueError(f"need 0 < cutoff < nonzero_loss_cutoff; got cutoff={cutoff}, nonzero_loss_cutoff={nonzero_loss_cutoff}")
+        raise InputError(f"need 0 < cutoff < nonzero_loss_cutoff; got cutoff={cutoff}, nonzero_loss_cutoff={nonzero_loss_cutoff}")
     if d.numel() == 0: return torch.zeros_like(d)
     ok = d < nonzero_loss_cutoff
     if mask is not None:
-        if mask.shape != d.shape: raise ValueError(f"mask must have the shape of d {tuple(d.shape)}; got {tuple(mask.shape)}")
+        if mask.shape != d.shape: raise InputError(f"mask must have the shape of d {tuple(d.shape)}; got {tuple(mask.shape)}")
         ok = ok & mask.to(torch.bool)
     dc = d.clamp_min(cutoff)
     tiny = torch.finfo(d.dtype).tiny
@@ -166,11 +143,11 @@ def make_miner(name: str, # one of MINERS
                **kwargs, # bound to the miner, e.g. margin=0.1 or generator=...
               ):
     "A miner `(emb, labels, ref_emb=None, ref_labels=None) -> (a, p, n)` chosen by name."
-    if name not in _MINER_FNS: raise ValueError(f"unknown miner {name!r}; choose one of {MINERS}")
+    if name not in _MINER_FNS: raise InputError(f"unknown miner {name!r}; choose one of {MINERS}")
     fn = _MINER_FNS[name]
     allowed = [k for k in inspect.signature(fn).parameters if k not in ("emb", "labels", "ref_emb", "ref_labels", "exclude_self")]
     bad = sorted(set(kwargs) - set(allowed))
-    if bad: raise ValueError(f"miner {name!r} takes no argument(s) {bad}; it accepts {allowed}")
+    if bad: raise InputError(f"miner {name!r} takes no argument(s) {bad}; it accepts {allowed}")
     return partial(fn, **kwargs)
 
 # %% ../nbs/09_mining.ipynb #6f89f38b
@@ -183,16 +160,16 @@ class PKSampler(torch.utils.data.Sampler):
                  seed: int = 0, # with the epoch number, fixes every batch
                 ):
         labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-        if labels.ndim != 1 or len(labels) == 0: raise ValueError(f"labels must be a non-empty 1-D array; got shape {labels.shape}")
-        if int(p) < 1: raise ValueError(f"p (classes per batch) must be >= 1; got {p}")
-        if int(k) < 2: raise ValueError(f"k (images per class) must be >= 2, or no anchor has a positive; got {k}")
+        if labels.ndim != 1 or len(labels) == 0: raise InputError(f"labels must be a non-empty 1-D array; got shape {labels.shape}")
+        if int(p) < 1: raise InputError(f"p (classes per batch) must be >= 1; got {p}")
+        if int(k) < 2: raise InputError(f"k (images per class) must be >= 2, or no anchor has a positive; got {k}")
         self.classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         if p > len(self.classes):
-            raise ValueError(f"p={p} classes per batch, but labels hold only {len(self.classes)} classes: lower p")
+            raise InputError(f"p={p} classes per batch, but labels hold only {len(self.classes)} classes: lower p")
         self.members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
         self.p, self.k, self.seed, self.epoch = int(p), int(k), seed, 0
         self.n_batches = max(1, len(labels) // (self.p * self.k)) if n_batches is None else int(n_batches)
-        if self.n_batches < 1: raise ValueError(f"n_batches must be >= 1; got {n_batches}")
+        if self.n_batches < 1: raise InputError(f"n_batches must be >= 1; got {n_batches}")
         self.n_small = int((counts < self.k).sum())
         if self.n_small:
             warn_caller(f"{self.n_small} of {len(self.classes)} classes have fewer than k={self.k} images; "
@@ -215,7 +192,7 @@ class PKSampler(torch.utils.data.Sampler):
         "Never draw these dataset indices again (e.g. images found unreadable while streaming); a class left empty is no longer visited."
         bad = np.asarray(list(indices), np.int64)
         self.members = [m[~np.isin(m, bad)] for m in self.members]
-        if not any(len(m) for m in self.members): raise ValueError("every item was dropped: no batch can be drawn")
+        if not any(len(m) for m in self.members): raise InputError("every item was dropped: no batch can be drawn")
 
 # %% ../nbs/09_mining.ipynb #d65bde3f
 class CrossBatchMemory:
@@ -223,7 +200,7 @@ class CrossBatchMemory:
     def __init__(self, size: int, # how many embeddings the memory holds
                  dim: int, # embedding dimension
                 ):
-        if int(size) < 1 or int(dim) < 1: raise ValueError(f"size and dim must be >= 1; got size={size}, dim={dim}")
+        if int(size) < 1 or int(dim) < 1: raise InputError(f"size and dim must be >= 1; got size={size}, dim={dim}")
         self.size, self.dim = int(size), int(dim)
         self._emb, self._labels, self._next, self._count = torch.zeros(self.size, self.dim), torch.zeros(self.size, dtype=torch.long), 0, 0
 
@@ -248,9 +225,8 @@ def add(self: CrossBatchMemory,
         labels, # (B,) their labels
        ) -> None:
     "Enqueue a batch, overwriting the oldest entries once the memory is full."
-    emb = _check_emb(emb)
-    if emb.shape[1] != self.dim: raise ValueError(f"the memory holds {self.dim}-d embeddings; got {emb.shape[1]}-d")
-    labels = _as_labels(labels, len(emb), emb.device)
+    emb, labels, _, _ = check_batch(emb, labels)
+    if emb.shape[1] != self.dim: raise InputError(f"the memory holds {self.dim}-d embeddings; got {emb.shape[1]}-d")
     if self._count == 0:  # the first batch fixes dtype and device
         self._emb = self._emb.to(emb)
         self._labels = torch.zeros(self.size, dtype=labels.dtype, device=emb.device)
@@ -274,9 +250,8 @@ def reference(self: CrossBatchMemory,
               miner=None, # a miner `(emb, labels, ref_emb, ref_labels) -> indices`; default: all triplets
              ) -> tuple: # (ref_emb, ref_labels, indices)
     "Mine the batch against itself plus the memory, drop anchor-vs-itself pairs, then enqueue the batch."
-    emb = _check_emb(emb)
-    if emb.shape[1] != self.dim: raise ValueError(f"the memory holds {self.dim}-d embeddings; got {emb.shape[1]}-d")
-    labels = _as_labels(labels, len(emb), emb.device)
+    emb, labels, _, _ = check_batch(emb, labels)
+    if emb.shape[1] != self.dim: raise InputError(f"the memory holds {self.dim}-d embeddings; got {emb.shape[1]}-d")
     ref_emb = torch.cat([emb, self.embeddings.to(emb)])
     ref_labels = torch.cat([labels, self.labels.to(labels)])
     miner = _all_triplets_mined if miner is None else miner
@@ -288,6 +263,6 @@ def reference(self: CrossBatchMemory,
     elif len(idx) == 4:
         keep1, keep2 = idx[0] != idx[1], idx[2] != idx[3]
         idx = (idx[0][keep1], idx[1][keep1], idx[2][keep2], idx[3][keep2])
-    else: raise ValueError(f"the miner returned {len(idx)} tensors; expected (a, p, n) or (a1, p, a2, n)")
+    else: raise InputError(f"the miner returned {len(idx)} tensors; expected (a, p, n) or (a1, p, a2, n)")
     self.add(emb, labels)
     return ref_emb, ref_labels, idx

@@ -18,7 +18,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .core import atomic_write_bytes, check_k, warn_caller
+from .core import InputError, MissingExtraError, NotFoundError, ServiceError, UnreachableError, atomic_write_bytes, check_k, format_of, load_set, read_sidecar, save_set, warn_caller
 from .index import (KINDS, MISSING_INT, MISSING_STR, Index, IndexBase, SearchResult, as_ids, as_vectors, check_expected,
                         choose_index, default_nlist, default_pq_m, estimate_memory, factory_string, l2_normalize, recall_at_k,
                         stores_own_ids)
@@ -86,7 +86,7 @@ def fit(cls: PCAWhitening, train_vectors, # (N, D) training vectors, never the t
     x = as_vectors(train_vectors, what="training vectors").astype(np.float64)
     dim = dim or x.shape[1]
     if not 1 <= dim <= min(x.shape[1], len(x) - 1):
-        raise ValueError(f"dim={dim} is impossible with {len(x)} training vectors of dimension {x.shape[1]}: "
+        raise InputError(f"dim={dim} is impossible with {len(x)} training vectors of dimension {x.shape[1]}: "
                          f"it must be between 1 and min(D, N-1) = {min(x.shape[1], len(x) - 1)}")
     mean = x.mean(axis=0)
     variances, axes = np.linalg.eigh(np.cov(x - mean, rowvar=False))
@@ -103,21 +103,18 @@ def transform(self: PCAWhitening, vectors) -> np.ndarray:
 # %% ../nbs/03b_scale.ipynb #cac9785d
 @patch
 def save(self: PCAWhitening, path) -> Path:
-    """Save to `path` (.npz arrays) and `path + '.json'` (sidecar), atomically."""
+    """Save the arrays (.npz) and a JSON sidecar as one all-or-nothing file set named `path`."""
     buf = io.BytesIO()
     np.savez(buf, mean=self.mean, components=self.components, variances=self.variances)
-    atomic_write_bytes(path, buf.getvalue())
-    meta = dict(format="cbir.pca_whitening", version=__version__, in_dim=self.in_dim, dim=self.dim, normalize=self.normalize, eps=self.eps)
-    atomic_write_bytes(f"{path}.json", json.dumps(meta, indent=2).encode())
-    return Path(path)
+    meta = dict(in_dim=self.in_dim, dim=self.dim, normalize=self.normalize, eps=self.eps)
+    return save_set(path, "pca_whitening", {"npz": buf.getvalue()}, meta, legacy=(path,))
 
 
 @patch(cls_method=True)
 def load(cls: PCAWhitening, path) -> PCAWhitening:
-    """Load a whitening saved with `save`."""
-    meta = json.loads(Path(f"{path}.json").read_text())
-    if meta.get("format") != "cbir.pca_whitening": raise ValueError(f"{path}.json is not a PCA-whitening sidecar")
-    with np.load(path, allow_pickle=False) as a:
+    """Load a whitening saved with `save` (or by an older cbir: the arrays at `path` itself)."""
+    meta, files, _ = load_set(path, "pca_whitening")
+    with np.load(io.BytesIO(files["npz"]) if files is not None else path, allow_pickle=False) as a:
         return cls(a["mean"], a["components"], a["variances"], meta["normalize"], meta["eps"])
 
 # %% ../nbs/03b_scale.ipynb #2ec88be8
@@ -127,20 +124,20 @@ MILVUS_METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 def _milvus_client(uri: str, token: str | None = None):
     "A pymilvus client for `uri`: a Milvus Lite folder (a path ending in .db) or a server address."
     try: from pymilvus import MilvusClient
-    except ImportError: raise ImportError('the Milvus backend needs pymilvus and milvus-lite: pip install "cbir[milvus]"') from None
+    except ImportError: raise MissingExtraError('the Milvus backend needs pymilvus and milvus-lite: pip install "cbir[milvus]"') from None
     if "://" not in str(uri) and not str(uri).endswith(".db"):
-        raise ValueError(f"uri must be a Milvus Lite path ending in .db or a server address like http://host:19530, got {uri!r}")
+        raise InputError(f"uri must be a Milvus Lite path ending in .db or a server address like http://host:19530, got {uri!r}")
     if "://" not in str(uri):
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         return MilvusClient(str(uri), token=token or "")
     from pymilvus.exceptions import MilvusException
     try: client = MilvusClient(str(uri), token=token or "", timeout=10)
     except MilvusException as e:
-        raise ConnectionError(f"cannot reach a Milvus server at {uri} ({e.message if hasattr(e, 'message') else e}): check that it runs and "
+        raise UnreachableError(f"cannot reach a Milvus server at {uri} ({e.message if hasattr(e, 'message') else e}): check that it runs and "
                               "listens there, and the token; or give a path ending in .db for Milvus Lite") from None
     version = client.get_server_version()
     if not _supported_server(version):
-        raise RuntimeError(f"the Milvus server at {uri} reports version {version!r}; cbir supports Milvus servers "
+        raise ServiceError(f"the Milvus server at {uri} reports version {version!r}; cbir supports Milvus servers "
                            f"{SERVER_VERSIONS[0]}.x to {SERVER_VERSIONS[1]}.x (tested against 2.3.5): use one of those")
     return client
 
@@ -161,14 +158,14 @@ def _milvus_call(self, what: str, fn, *args, **kwargs):
     try: return fn(*args, **kwargs)
     except MilvusException as e:
         if "collection not found" in str(e).lower() or "can't find collection" in str(e).lower():
-            raise ValueError(f"{what}: the collection {self.collection!r} no longer exists at {self.uri} (dropped?): "
+            raise InputError(f"{what}: the collection {self.collection!r} no longer exists at {self.uri} (dropped?): "
                              "rebuild the index (cbir index ... --backend milvus) or load another one") from None
         raise
 
 def _milvus_index_params(kind: str, n: int, dim: int, index_type: str | None, index_params: dict | None) -> tuple[str, dict]:
     "The Milvus index type and its build parameters for a cbir kind (or the ones given)."
     if index_type is None:
-        if kind not in MILVUS_TYPES: raise ValueError(f"kind must be one of {list(MILVUS_TYPES)} for Milvus (or pass index_type=), got {kind!r}")
+        if kind not in MILVUS_TYPES: raise InputError(f"kind must be one of {list(MILVUS_TYPES)} for Milvus (or pass index_type=), got {kind!r}")
         index_type = MILVUS_TYPES[kind]
     defaults = {"IVF_FLAT": {"nlist": default_nlist(n)}, "IVF_PQ": {"nlist": default_nlist(n), "m": default_pq_m(dim), "nbits": 8},
                 "HNSW": {"M": 32, "efConstruction": 40}}.get(index_type, {})
@@ -223,13 +220,13 @@ def build(cls: MilvusIndex, vectors, # (N, D) gallery vectors
          ) -> MilvusIndex:
     "Create the collection (replacing one of the same name), insert the vectors with their ids, and index them."
     from pymilvus import DataType
-    if metric not in MILVUS_METRICS: raise ValueError(f"metric must be one of {list(MILVUS_METRICS)}, got {metric!r}")
+    if metric not in MILVUS_METRICS: raise InputError(f"metric must be one of {list(MILVUS_METRICS)}, got {metric!r}")
     if not isinstance(collection, str) or not collection.replace("_", "a").isalnum() or collection[0].isdigit():
-        raise ValueError(f"collection names are letters, digits and underscores, not starting with a digit; got {collection!r}")
+        raise InputError(f"collection names are letters, digits and underscores, not starting with a digit; got {collection!r}")
     x = as_vectors(vectors, what="vectors")
     itype, iparams = _milvus_index_params(kind, len(x), x.shape[1], index_type, index_params)
     if "://" in str(uri) and x.shape[1] > SERVER_MAX_DIM:
-        raise ValueError(f"{x.shape[1]}-dimensional vectors: a Milvus server stores at most {SERVER_MAX_DIM:,} dimensions. "
+        raise InputError(f"{x.shape[1]}-dimensional vectors: a Milvus server stores at most {SERVER_MAX_DIM:,} dimensions. "
                          "Use a CNN backbone or a smaller --image-size for raw pixels, reduce them (PCAWhitening), or use FAISS")
     client = _milvus_client(uri, token)
     if client.has_collection(collection): client.drop_collection(collection)
@@ -244,7 +241,8 @@ def build(cls: MilvusIndex, vectors, # (N, D) gallery vectors
     index = cls(client, collection, first_ids[:0], np.empty(0, np.int64),
                 uri=uri, metric=metric, dim=x.shape[1], kind=kind if index_type is None else "custom", index_type=itype,
                 index_params=iparams, embedder_config=embedder_config, token=token)
-    return index.add(x, first_ids, batch_size=batch_size)
+    index.add(x, first_ids, batch_size=batch_size)
+    return index.wait_for_index() if index.on_server else index
 
 # %% ../nbs/03b_scale.ipynb #74f85f79
 @patch
@@ -259,6 +257,30 @@ def add(self: MilvusIndex, vectors, ids=None, # (N, D) vectors and one id per ve
         self.client.insert(self.collection, rows)
     self._ids = new_ids if not len(self._ids) else np.concatenate([self._ids, new_ids])
     self._keys, self._next_key = np.concatenate([self._keys, keys]), self._next_key + len(x)
+    return self
+
+@patch(as_prop=True)
+def on_server(self: MilvusIndex) -> bool:
+    "Whether the collection lives on a Milvus server (a URI with a scheme) rather than in Milvus Lite (a .db path)."
+    return "://" in self.uri
+
+@patch
+def wait_for_index(self: MilvusIndex, timeout: float = 600, # seconds to wait for the server's index build
+                   poll: float = 0.5) -> MilvusIndex:
+    """Seal the inserted rows, wait until the server has indexed all of them, and reload the collection so searches use
+    that index; returns self. Until then a server searches new rows by brute force (exact, and slow at scale)."""
+    self.client.flush(self.collection)
+    if not self.on_server: return self  # Milvus Lite searches by brute force whatever the index type
+    name, start = self.client.list_indexes(self.collection)[0], time.monotonic()
+    while True:
+        info = self.client.describe_index(self.collection, name)
+        if info.get("indexed_rows", 0) >= info.get("total_rows", 0) and not info.get("pending_index_rows", 0): break
+        if time.monotonic() - start > timeout:
+            raise ServiceError(f"the Milvus server at {self.uri} indexed {info.get('indexed_rows')} of {info.get('total_rows')} rows of "
+                               f"{self.collection!r} in {timeout:.0f} s: searches still work (brute force on the rest); "
+                               "call wait_for_index(timeout=...) again, or check the server's index nodes")
+        time.sleep(poll)
+    self.client.release_collection(self.collection); self.client.load_collection(self.collection)
     return self
 
 @patch
@@ -281,12 +303,12 @@ def search(self: MilvusIndex, queries, # (Q, D) query vectors, or one (D,) vecto
     k = check_k(k)
     q = self.prepare(queries, "queries")
     k_eff = min(int(k), self.ntotal)
-    if k_eff > 16_384: raise ValueError(f"Milvus returns at most 16,384 neighbours per query, asked for {k_eff}")
+    if k_eff > 16_384: raise InputError(f"Milvus returns at most 16,384 neighbours per query, asked for {k_eff}")
     params = {**({"nprobe": int(nprobe)} if nprobe else {}), **({"ef": max(int(ef_search), k_eff)} if ef_search else {}), **(search_params or {})}
     positions = np.full((len(q), k_eff), MISSING_INT, np.int64)
     distances = np.full((len(q), k_eff), np.nan, np.float32)
     # Milvus Lite compares a whole request at once (queries x collection x dim floats): keep requests near 256 MB there
-    per_request = max(1, (1 << 26) // max(1, self.ntotal * self.dim)) if "://" not in self.uri else 1024
+    per_request = max(1, (1 << 26) // max(1, self.ntotal * self.dim)) if not self.on_server else 1024
     for s in range(0, len(q) if k_eff else 0, per_request):
         hits = _milvus_call(self, "search", self.client.search, self.collection, data=list(q[s:s + per_request]), limit=k_eff,
                             output_fields=[], search_params={"metric_type": MILVUS_METRICS[self.metric], "params": params})
@@ -307,24 +329,23 @@ def save(self: MilvusIndex, path, # the sidecar is written to `path`.json; the v
     path = Path(path)
     uri = self.uri
     if "://" not in uri and Path(uri).resolve().parent == path.resolve().parent: uri = Path(uri).name  # the folder can move
-    sidecar = dict(format="cbir.index", backend="milvus", version=__version__, uri=uri, collection=self.collection,
-                   kind=self.kind, factory=self.factory, index_type=self.index_type, index_params=self.index_params,
-                   metric=self.metric, dim=self.dim, ntotal=self.ntotal, id_dtype=self._ids.dtype.kind, embedder=self.embedder_config)
-    atomic_write_bytes(f"{path}.json", json.dumps(sidecar, indent=2, default=str).encode())
-    return path
+    sidecar = dict(backend="milvus", uri=uri, collection=self.collection, kind=self.kind, factory=self.factory,
+                   index_type=self.index_type, index_params=self.index_params, metric=self.metric, dim=self.dim,
+                   ntotal=self.ntotal, id_dtype=self._ids.dtype.kind, embedder=self.embedder_config)
+    return save_set(path, "index", {}, sidecar)  # a set of no files: the vectors live in Milvus
 
 @patch(cls_method=True)
 def load(cls: MilvusIndex, path, # the path given to `save`
          expect: dict | None = None, # what the index must have been built with, as for `Index.load`
          token: str | None = None) -> MilvusIndex:
     "Reconnect to the collection a sidecar names and read back its ids, refusing a sidecar that disagrees with `expect`."
-    side = _read_sidecar(path)
-    if side.get("backend") != "milvus": raise ValueError(f"{path}.json describes a {side.get('backend', 'faiss')} index: use open_index or Index.load")
+    side = read_sidecar(path, "index")[0]
+    if side.get("backend") != "milvus": raise InputError(f"{path}.json describes a {side.get('backend', 'faiss')} index: use open_index or Index.load")
     check_expected(side, expect, path)
     uri = side["uri"] if "://" in side["uri"] else str(Path(path).parent / side["uri"])
     client = _milvus_client(uri, token)
     if not client.has_collection(side["collection"]):
-        raise ValueError(f"{path}.json names collection {side['collection']!r} at {uri}, which does not exist (dropped, or another "
+        raise InputError(f"{path}.json names collection {side['collection']!r} at {uri}, which does not exist (dropped, or another "
                          "Milvus): build the index again")
     client.load_collection(side["collection"])  # a new process finds the collection released (on disk, not in memory)
     keys, names, log = [], [], logging.getLogger("pymilvus")
@@ -346,14 +367,6 @@ def load(cls: MilvusIndex, path, # the path given to `save`
                token=token)
 
 # %% ../nbs/03b_scale.ipynb #784729c6
-def _read_sidecar(path) -> dict:
-    "The JSON sidecar `path`.json of a saved index (either backend)."
-    side = Path(f"{path}.json")
-    if not side.is_file(): raise FileNotFoundError(f"{side} not found: no index was saved under {Path(path).name}")
-    meta = json.loads(side.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != "cbir.index": raise ValueError(f"{side} is not a cbir index sidecar")
-    return meta
-
 def open_index(path, # a path given to `save` (FAISS or Milvus), or a folder holding exactly one saved index
                expect: dict | None = None, # checked as by `Index.load`
               ) -> Index | MilvusIndex:
@@ -362,14 +375,14 @@ def open_index(path, # a path given to `save` (FAISS or Milvus), or a folder hol
     if path.is_dir():
         found = sorted(p for p in path.glob("*.json") if p.name != "metrics.json" and _is_index_sidecar(p))
         if len(found) != 1:
-            raise ValueError(f"{path} holds {len(found)} saved indexes ({', '.join(p.name for p in found) or 'none'}): "
+            raise InputError(f"{path} holds {len(found)} saved indexes ({', '.join(p.name for p in found) or 'none'}): "
                              "name one, e.g. DIR/index.faiss")
         path = found[0].with_suffix("")
-    backend = _read_sidecar(path).get("backend", "faiss")
+    backend = read_sidecar(path, "index")[0].get("backend", "faiss")
     if backend == "milvus": return MilvusIndex.load(path, expect=expect)
-    if backend != "faiss": raise ValueError(f"{path}.json names an unknown backend {backend!r}")
+    if backend != "faiss": raise InputError(f"{path}.json names an unknown backend {backend!r}")
     return Index.load(path, expect=expect)
 
 def _is_index_sidecar(p: Path) -> bool:
-    try: return json.loads(p.read_text()).get("format") == "cbir.index"
-    except (ValueError, UnicodeDecodeError, AttributeError): return False
+    try: return format_of(json.loads(p.read_text()))[0] == "index"
+    except (ValueError, UnicodeDecodeError): return False

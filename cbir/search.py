@@ -17,7 +17,7 @@ import torch
 from fastcore.basics import patch
 from PIL import Image
 
-from .core import check_k, warn_caller
+from .core import InputError, InputTypeError, check_k, warn_caller
 from .data import load_image_folder, read_image
 from .embed import MATCH_KEYS, config_differences
 from .index import INDEX_MEMBERS, Index, IndexLike, SearchResult, as_vectors, l2_normalize
@@ -50,19 +50,19 @@ def _single_query(q, batch_ok: bool = False, dim: int | None = None) -> list[tup
     if isinstance(q, (list, tuple)) and len(q) and all(isinstance(v, numbers.Number) for v in q):
         return [("vector", np.asarray(q))]
     if not isinstance(q, (np.ndarray, torch.Tensor)):
-        raise TypeError(f"cannot search with a {type(q).__name__}: pass a path, PIL image, numpy array, torch tensor, "
+        raise InputTypeError(f"cannot search with a {type(q).__name__}: pass a path, PIL image, numpy array, torch tensor, "
                         "embedding vector, or a list of them")
     ndim, is_float = _array_kind(q)
     if ndim == 1: return [("vector", q)]
     if ndim == 2 and not is_float: return [("image", q)]
     if ndim == 2 and batch_ok and dim is not None and q.shape[1] == dim: return [("vector", v) for v in q]
     if ndim == 2:
-        raise ValueError(f"ambiguous query: a 2-D float array of shape {tuple(q.shape)} could be embeddings or an HxW "
+        raise InputError(f"ambiguous query: a 2-D float array of shape {tuple(q.shape)} could be embeddings or an HxW "
                          f"grayscale image (it is read as (Q, D) embeddings only with D={dim} columns). For embeddings "
                          "call Searcher.search_embeddings(...); for an image pass uint8 values, an HxWx1 array or a PIL image")
     if ndim == 3: return [("image", q)]
     if ndim == 4 and batch_ok: return [("image", img) for img in q]
-    raise ValueError(f"cannot read a query of shape {tuple(q.shape)}: expected an image (HxW, HxWxC array or CxHxW "
+    raise InputError(f"cannot read a query of shape {tuple(q.shape)}: expected an image (HxW, HxWxC array or CxHxW "
                      "tensor), a batch of images (4-D), or a 1-D embedding")
 
 # %% ../nbs/04_search.ipynb #50ea18aa
@@ -87,7 +87,7 @@ def check_same_embedder(query_config: dict | None, # config of the embedder that
     "Raise a ValueError naming both sides when two embedder configs disagree on a key they both record."
     if diff := config_differences(query_config, gallery_config, keys):
         said = "; ".join(f"{key}: query embedder {a!r} vs gallery {b!r}" for key, (a, b) in diff.items())
-        raise ValueError(f"the query embedder does not match the embedder that built the index ({said}); "
+        raise InputError(f"the query embedder does not match the embedder that built the index ({said}); "
                          "embed the queries with the gallery's embedder, or rebuild the index")
 
 # %% ../nbs/04_search.ipynb #18b7e82c
@@ -98,7 +98,7 @@ def _index_vectors(index: Index) -> np.ndarray:
     "The vectors held by `index`, in row order (exact for flat and HNSW indexes, decoded for compressed ones)."
     try: return index.vectors()
     except RuntimeError as e:
-        raise ValueError(f"re-ranking needs the gallery vectors, but this {index.kind} index cannot return them "
+        raise InputError(f"re-ranking needs the gallery vectors, but this {index.kind} index cannot return them "
                          f"({str(e).strip().splitlines()[-1]}): pass gallery_vectors= to Searcher") from None
 
 # %% ../nbs/04_search.ipynb #94572f88
@@ -111,15 +111,15 @@ class Searcher:
                  rerank=None): # re-ranking applied by every search that does not say otherwise (see Re-ranking)
         if not isinstance(index, IndexLike):
             missing = [m for m in INDEX_MEMBERS if not hasattr(index, m)]
-            raise TypeError(f"index must keep the IndexLike contract (an Index or a MilvusIndex); a {type(index).__name__} lacks {missing}")
+            raise InputTypeError(f"index must keep the IndexLike contract (an Index or a MilvusIndex); a {type(index).__name__} lacks {missing}")
         self.embedder, self.index, self.images, self.rerank = embedder, index, images, rerank
         if embedder is not None and getattr(embedder, "dim", index.dim) != index.dim:
-            raise ValueError(f"the embedder makes {embedder.dim}-d vectors but the index holds {index.dim}-d vectors: "
+            raise InputError(f"the embedder makes {embedder.dim}-d vectors but the index holds {index.dim}-d vectors: "
                              "use the embedder that built the index")
         if embedder is not None: check_same_embedder(getattr(embedder, "config", None), getattr(index, "embedder_config", None))
         self._gallery = None if gallery_vectors is None else _as_vectors(gallery_vectors, "gallery vectors", index.dim)
         if self._gallery is not None and len(self._gallery) != index.ntotal:
-            raise ValueError(f"{len(self._gallery)} gallery vectors but the index holds {index.ntotal}")
+            raise InputError(f"{len(self._gallery)} gallery vectors but the index holds {index.ntotal}")
         self._gallery_ids, self._g_g, self._unit_gallery = index.ids, None, None   # caches for re-ranking
 
 # %% ../nbs/04_search.ipynb #b1629ce8
@@ -155,12 +155,12 @@ def gallery_vectors(self: Searcher) -> np.ndarray:
 def embed_queries(self: Searcher, query) -> np.ndarray:
     "The (Q, D) float32 query vectors for `query` (images are embedded, embeddings checked and passed through)."
     parts = split_query(query, self.index.dim)
-    if not parts: raise ValueError("no queries given: pass at least one image or embedding")
+    if not parts: raise InputError("no queries given: pass at least one image or embedding")
     dim = self.index.dim
     out = np.empty((len(parts), dim), dtype=np.float32)
     rows = [i for i, (kind, _) in enumerate(parts) if kind == "image"]
     if rows:
-        if self.embedder is None: raise ValueError("this Searcher has no embedder, so it cannot search by image: "
+        if self.embedder is None: raise InputError("this Searcher has no embedder, so it cannot search by image: "
                                                    "pass embeddings, or create it with an embedder")
         out[rows] = self._embed_images([read_image(parts[i][1]) for i in rows])
     for i, (kind, v) in enumerate(parts):
@@ -174,7 +174,7 @@ def embed_queries(self: Searcher, query) -> np.ndarray:
 def _embed_images(self: Searcher, images: list) -> np.ndarray:
     embeddings = self.embedder.embed(images, progress=False)
     if len(embeddings.vectors) != len(images):
-        raise ValueError(f"could not embed {len(images) - len(embeddings.vectors)} of the query images: {embeddings.failed}")
+        raise InputError(f"could not embed {len(images) - len(embeddings.vectors)} of the query images: {embeddings.failed}")
     return embeddings.vectors
 
 # %% ../nbs/04_search.ipynb #72f1e049
@@ -191,7 +191,7 @@ def exclusion_sets(exclude, # None, an id, a set of ids (for all queries), or on
         return [_id_set(exclude)] * n_queries
     entries = list(exclude)
     if len(entries) != n_queries:
-        raise ValueError(f"exclude has {len(entries)} entries but there are {n_queries} queries: pass one entry per "
+        raise InputError(f"exclude has {len(entries)} entries but there are {n_queries} queries: pass one entry per "
                          "query (an id, a list of ids, or None), or a set of ids to leave out of every query's results")
     return [_id_set(e) for e in entries]
 
@@ -246,11 +246,11 @@ def search(self: Searcher, query, # image(s) or embedding(s): see the table at t
 @patch
 def items(self: Searcher, result: SearchResult) -> list[list]:
     "The gallery images of the hits, one list per query (needs `images`)."
-    if self.images is None: raise ValueError("this Searcher was made without `images`, so it can only return ids")
+    if self.images is None: raise InputError("this Searcher was made without `images`, so it can only return ids")
     image_ids = getattr(self.images, "ids", None)
     if image_ids is None:
         if len(self.images) != self.index.ntotal:
-            raise ValueError(f"{len(self.images)} images for {self.index.ntotal} indexed vectors: pass an ImageSet (matched by id)")
+            raise InputError(f"{len(self.images)} images for {self.index.ntotal} indexed vectors: pass an ImageSet (matched by id)")
         return [[self.images[int(p)] for p in row] for row in np.asarray(result.positions)]
     row_of = {str(i): r for r, i in enumerate(image_ids)}
     return [[self.images[row_of[str(i)]] for i in row] for row in np.asarray(result.ids)]
@@ -264,7 +264,7 @@ def expand_queries(queries: np.ndarray, # (Q, D) L2-normalised query embeddings
     "New L2-normalised queries: each query plus its hits weighted by max(similarity, 0)**alpha."
     queries, gallery = _as_vectors(queries, "queries"), _as_vectors(gallery, "gallery")
     neighbours = np.asarray(neighbours, dtype=np.int64).reshape(len(queries), -1)
-    if alpha < 0: raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if alpha < 0: raise InputError(f"alpha must be >= 0, got {alpha}")
     valid = neighbours >= 0
     hits = gallery[np.where(valid, neighbours, 0)]                       # (Q, n, D)
     sims = np.einsum("qd,qnd->qn", queries, hits)
@@ -359,9 +359,9 @@ def k_reciprocal_rerank(q_g_dist: np.ndarray, # (Q, N) query-gallery distances (
     q_g, q_q, g_g = (np.asarray(d, dtype=np.float64) for d in (q_g_dist, q_q_dist, g_g_dist))
     Q, N = q_g.shape
     if q_q.shape != (Q, Q) or g_g.shape != (N, N):
-        raise ValueError(f"distance shapes do not fit: q_g {q_g.shape}, q_q {q_q.shape}, g_g {g_g.shape}")
-    if k1 < 1 or k2 < 1: raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
-    if not 0 <= lambda_ <= 1: raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
+        raise InputError(f"distance shapes do not fit: q_g {q_g.shape}, q_q {q_q.shape}, g_g {g_g.shape}")
+    if k1 < 1 or k2 < 1: raise InputError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if not 0 <= lambda_ <= 1: raise InputError(f"lambda_ must be in [0, 1], got {lambda_}")
     dist = np.block([[q_q, q_g], [q_g.T, g_g]])
     dist = dist / np.maximum(dist.max(axis=1, keepdims=True), 1e-12)     # each row scaled to [0, 1]
     rank = _leading_ranks(dist, max(k1 + 1, k2))                          # only the nearest few are ever used
@@ -387,7 +387,7 @@ class QueryExpansion:
     alpha: float = 0.0  # weight exponent on the hits' similarity
     def __post_init__(self):
         if isinstance(self.n, bool) or not isinstance(self.n, numbers.Integral) or self.n < 1 or self.alpha < 0:
-            raise ValueError(f"QueryExpansion needs an integer n >= 1 and alpha >= 0, got n={self.n!r}, alpha={self.alpha!r}")
+            raise InputError(f"QueryExpansion needs an integer n >= 1 and alpha >= 0, got n={self.n!r}, alpha={self.alpha!r}")
     def rerank(self, searcher, vectors: np.ndarray, k: int, excludes: list, query_images=None) -> SearchResult:
         "The re-ranker contract: top-k hits of `searcher` for (Q, D) `vectors`, one exclusion set per query."
         return searcher._search_expanded(vectors, k, excludes, self)
@@ -403,7 +403,7 @@ class KReciprocal:
     max_pool: int = 6000  # refuse more queries + gallery items than this: memory grows as the pool squared
     def __post_init__(self):
         if min(self.k1, self.k2) < 1 or not 0 <= self.lambda_ <= 1:
-            raise ValueError(f"KReciprocal needs k1, k2 >= 1 and 0 <= lambda_ <= 1, got k1={self.k1}, k2={self.k2}, "
+            raise InputError(f"KReciprocal needs k1, k2 >= 1 and 0 <= lambda_ <= 1, got k1={self.k1}, k2={self.k2}, "
                              f"lambda_={self.lambda_}")
     def rerank(self, searcher, vectors: np.ndarray, k: int, excludes: list, query_images=None) -> SearchResult:
         "The re-ranker contract, as for `QueryExpansion.rerank`."
@@ -415,7 +415,7 @@ def _reranker(rerank):
     "A re-ranker is any object with a method rerank(searcher, vectors, k, excludes, query_images) -> SearchResult."
     if rerank is None or callable(getattr(rerank, "rerank", None)): return rerank
     if isinstance(rerank, str) and rerank in RERANKERS: return RERANKERS[rerank]
-    raise ValueError(f"unknown rerank={rerank!r}: use 'none', one of {sorted(RERANKERS)}, or a re-ranker object such as "
+    raise InputError(f"unknown rerank={rerank!r}: use 'none', one of {sorted(RERANKERS)}, or a re-ranker object such as "
                      "QueryExpansion(...), KReciprocal(...) or cbir.spatial.SpatialVerification(...)")
 
 # %% ../nbs/04_search.ipynb #19d5fb93
@@ -438,7 +438,7 @@ def _search_k_reciprocal(self: Searcher, vectors: np.ndarray, k: int, excludes: 
         if self._unit_gallery is None: self._unit_gallery = l2_normalize(gallery)
         gallery, vectors = self._unit_gallery, l2_normalize(vectors)
     if len(vectors) + len(gallery) > kr.max_pool:
-        raise ValueError(f"k-reciprocal re-ranking over {len(vectors)} queries + {len(gallery)} gallery items exceeds "
+        raise InputError(f"k-reciprocal re-ranking over {len(vectors)} queries + {len(gallery)} gallery items exceeds "
                          f"max_pool={kr.max_pool} (memory grows as the square): use query expansion, fewer queries "
                          "per call, or raise KReciprocal(max_pool=...)")
     if self._g_g is None: self._g_g = pairwise_sq_l2(gallery, gallery)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from fastcore.basics import patch
 
-from .core import require_extra, warn_caller
+from .core import InputError, require_extra, warn_caller
 from .data import read_image
 from .index import SearchResult
 
@@ -106,7 +106,7 @@ class SpatialVerification:
     warn: bool = True  # warn when queries or hits had no local features (last_report counts them either way)
     seed: int = 0  # RANSAC's random stream
     def __post_init__(self):
-        if self.k_verify < 1 or self.min_inliers < 3: raise ValueError(
+        if self.k_verify < 1 or self.min_inliers < 3: raise InputError(
             f"SpatialVerification needs k_verify >= 1 and min_inliers >= 3 (an affine fit uses 3), got {self.k_verify}, {self.min_inliers}")
         self._cache, self._rows, self.last_report = {}, {}, {}
 
@@ -127,9 +127,9 @@ class SpatialVerification:
 def rerank(self: SpatialVerification, searcher, vectors: np.ndarray, k: int, excludes: list, query_images=None) -> SearchResult:
     "The re-ranker contract: top-k hits for (Q, D) `vectors`, the top `k_verify` of the global search verified."
     if query_images is None or len(query_images) != len(vectors):
-        raise ValueError("spatial verification compares pixels: search with query images (Searcher.search(images)), "
+        raise InputError("spatial verification compares pixels: search with query images (Searcher.search(images)), "
                          "not with embeddings alone")
-    if searcher.images is None: raise ValueError("spatial verification needs the gallery images: create the Searcher with images=")
+    if searcher.images is None: raise InputError("spatial verification needs the gallery images: create the Searcher with images=")
     first = searcher.search_embeddings(vectors, max(k, self.k_verify), exclude=excludes, rerank="none")
     ids, scores, pos = np.asarray(first.ids), np.asarray(first.distances, np.float64), np.asarray(first.positions)
     if first.metric == "l2": scores = -scores                            # larger is closer from here on

@@ -16,7 +16,7 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from . import __version__
-from .core import warn_caller
+from .core import DivergedError, InputError, warn_caller
 from .data import ImageSet, ImageReadError
 from .transforms import augment_batch
 from torch.utils.data import DataLoader
@@ -37,7 +37,7 @@ def cache_images(ds: ImageSet, # the images (any ImageSet: generated, a folder, 
         except ImageReadError as e: failed.append((str(ds.ids[i]), e.reason)); continue
         if x is None: x = torch.empty((len(ds) - i, *img.shape), dtype=torch.float16)  # filled in place: no second copy at the end
         x[len(labels)] = img; labels.append(int(ds.labels[i]))
-    if x is None: raise ValueError(f"none of the {len(ds)} images of {ds.name!r} could be read" + (f", e.g. {failed[0][0]}: {failed[0][1]}" if failed else ""))
+    if x is None: raise InputError(f"none of the {len(ds)} images of {ds.name!r} could be read" + (f", e.g. {failed[0][0]}: {failed[0][1]}" if failed else ""))
     if failed: warn_caller(f"skipped {len(failed)} of {len(ds)} unreadable images of {ds.name!r}, e.g. {failed[0][0]}: {failed[0][1]}")
     return x[:len(labels)], torch.tensor(labels), failed
 
@@ -161,11 +161,11 @@ class Trainer:
                  num_workers: int | None = None, # decoding processes when streaming (None: see `StreamedImages`)
                 ):
         if val is not None and set(val.classes) & set(train.classes):
-            raise ValueError(f"validation classes must not be training classes; shared: {sorted(set(val.classes) & set(train.classes))[:5]}")
+            raise InputError(f"validation classes must not be training classes; shared: {sorted(set(val.classes) & set(train.classes))[:5]}")
         present = np.unique(train.labels)
-        if len(present) < 2: raise ValueError(f"training needs at least 2 classes (negatives come from other classes); {train.name!r} has {len(present)}")
+        if len(present) < 2: raise InputError(f"training needs at least 2 classes (negatives come from other classes); {train.name!r} has {len(present)}")
         counts = np.bincount(train.labels)[present]
-        if (counts < 2).all(): raise ValueError(f"every class of {train.name!r} has a single image: no positive pairs exist. Each class needs >= 2 images")
+        if (counts < 2).all(): raise InputError(f"every class of {train.name!r} has a single image: no positive pairs exist. Each class needs >= 2 images")
         self._start(embedder, seed, out)
         self.settings = dict(loss=loss if isinstance(loss, str) else loss.name, miner=miner if isinstance(miner, str) or miner is None else getattr(miner, "__name__", "custom"),
                              p=p, k=k, lr=lr, weight_decay=weight_decay, memory=memory, augment=augment, seed=seed,
@@ -175,7 +175,7 @@ class Trainer:
         self.settings["miner"] = None if miner is None else self.settings["miner"]
         self.miner = make_miner(miner, **(miner_kwargs or {})) if isinstance(miner, str) else miner
         self.memory = CrossBatchMemory(memory, embedder.dim) if memory else None
-        if self.memory is not None and self.loss_fn.needs_class_ids: raise ValueError("a cross-batch memory needs a pair or triplet loss, not a classification loss")
+        if self.memory is not None and self.loss_fn.needs_class_ids: raise InputError("a cross-batch memory needs a pair or triplet loss, not a classification loss")
         self.loss_fn.to(embedder.device)
         self._optimizer([dict(params=embedder.parameters()),
                          dict(params=self.loss_fn.parameters(), lr=lr * self.loss_fn.param_lr_multiplier)], lr, weight_decay)
@@ -235,7 +235,7 @@ def _restore(self: Trainer, state: dict, meta: dict, path: str | os.PathLike):
     if self.history and self.select_on in self.history[0]:
         self.best = max(self.history, key=lambda r: r[self.select_on])
         best = Path(path).with_name("best.pt")
-        if best.is_file(): self.best_state = self._best_weights(load_checkpoint(best)[0])
+        if Path(f"{best}.json").is_file(): self.best_state = self._best_weights(load_checkpoint(best)[0])
     return self
 
 @patch
@@ -247,7 +247,7 @@ def _best_weights(self: Trainer, ckpt: dict) -> dict:
 @patch
 def _fail(self: Trainer, what: str):
     "Stop training with a message naming the step and what to change."
-    raise FloatingPointError(f"{what} became NaN or infinite at epoch {self.epoch + 1}, step {self.step + 1} (learning rate "
+    raise DivergedError(f"{what} became NaN or infinite at epoch {self.epoch + 1}, step {self.step + 1} (learning rate "
                              f"{self.opt.param_groups[0]['lr']:.3g}): lower the learning rate (lr=), check the images for NaN/inf "
                              "values, or try another loss. The best validation epoch's weights so far are in `trainer.best_state`")
 
@@ -305,7 +305,7 @@ def _embed_set(self: Trainer, data) -> tuple[np.ndarray, np.ndarray]:
         for ids, x, bad in loader:
             failed += bad
             if x is not None: vs.append(embed_tensor(self.embedder, x)); ys.append(data.labels[[row[i] for i in ids]])
-        if not vs: raise ValueError(f"none of the {len(data)} images of {data.name!r} could be read, e.g. {failed[0][0]}: {failed[0][1]}")
+        if not vs: raise InputError(f"none of the {len(data)} images of {data.name!r} could be read, e.g. {failed[0][0]}: {failed[0][1]}")
         if failed and data.name not in self.stream.reported:
             self.stream.reported.add(data.name)
             warn_caller(f"skipped {len(failed)} of {len(data)} unreadable images of {data.name!r} when measuring, e.g. {failed[0][0]}: {failed[0][1]}")
@@ -436,7 +436,7 @@ def fit(self: Trainer, epochs: int | None = None, # train until this many epochs
         progress: bool = False, # show a tqdm bar over the steps
        ) -> list[dict]:
     "Train, measuring validation retrieval after every epoch; end with the best validation epoch's weights loaded."
-    if epochs is None and minutes is None: raise ValueError("give epochs, minutes, or both (a time budget)")
+    if epochs is None and minutes is None: raise InputError("give epochs, minutes, or both (a time budget)")
     if steps_per_epoch is not None: self.sampler.n_batches = int(steps_per_epoch)
     self.settings["steps_per_epoch"] = len(self.sampler)
     self.sampler.epoch = self.epoch  # a resumed run continues the sequence of batches
@@ -477,10 +477,10 @@ def resume(cls: Trainer, path: str | os.PathLike, # a checkpoint written by `sav
     "A trainer of this class that continues from a resumable checkpoint: same settings, weights, optimizer and random state."
     state, meta = load_checkpoint(path)
     made_by = meta.get("trainer") or _legacy_trainer(meta)
-    if made_by != _qualname(cls): raise ValueError(f"{path} was written by {made_by}: resume it with {made_by}.resume")
-    if "optimizer" not in state: raise ValueError(f"{path} holds weights only (e.g. best.pt); resume from last.pt, written with resumable=True")
+    if made_by != _qualname(cls): raise InputError(f"{path} was written by {made_by}: resume it with {made_by}.resume")
+    if "optimizer" not in state: raise InputError(f"{path} holds weights only (e.g. best.pt); resume from last.pt, written with resumable=True")
     if meta["classes"]["train"] != cls._sets_seen(train, val)["train"]:
-        raise ValueError(f"{path} was trained on other classes than the training set given (it records {len(meta['classes']['train'])}, "
+        raise InputError(f"{path} was trained on other classes than the training set given (it records {len(meta['classes']['train'])}, "
                          f"e.g. {meta['classes']['train'][:3]}); resume needs the same training set")
     own = inspect.signature(cls.__init__).parameters  # the settings are the constructor's own arguments, stored once
     settings = {k: v for k, v in meta["train"].items() if k in own and k not in ("train", "val", "out", "report")}

@@ -14,6 +14,7 @@ import torch
 from torchvision.models import get_model_weights, get_weight, list_models, WeightsEnum
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+from .core import InputError
 from .data import ImageSet, load_photos
 
 # %% ../nbs/01_transforms.ipynb #1d720c2a
@@ -22,12 +23,12 @@ def resolve_weights(model_name: str, # a torchvision model name, e.g. "resnet18"
                    ) -> WeightsEnum | None:
     "The weights enum member that `weights` names for `model_name` (None means random init)."
     if model_name not in list_models():
-        raise ValueError(f"unknown torchvision model {model_name!r}; try one of resnet18, resnet50, efficientnet_b0, convnext_tiny, vit_b_16")
+        raise InputError(f"unknown torchvision model {model_name!r}; try one of resnet18, resnet50, efficientnet_b0, convnext_tiny, vit_b_16")
     if weights is None or isinstance(weights, WeightsEnum): return weights
     enum = get_model_weights(model_name)
     try: return get_weight(weights) if "." in weights else enum[weights]
     except (KeyError, ValueError):
-        raise ValueError(f"{model_name} has no weights {weights!r}; choose one of {list(enum.__members__)} or None") from None
+        raise InputError(f"{model_name} has no weights {weights!r}; choose one of {list(enum.__members__)} or None") from None
 
 # %% ../nbs/01_transforms.ipynb #2e257784
 REFERENCE_MODEL = "resnet50"  # whose ImageNet statistics a model without its own weights uses
@@ -114,7 +115,7 @@ def augment_batch(x: torch.Tensor, # (B, C, H, W) float images, any normalisatio
                   generator: torch.Generator | None = None, # source of randomness (reproducible training)
                  ) -> torch.Tensor:
     "Random affine warp and brightness/contrast, drawn independently for each image, applied to a batch in one call."
-    if x.ndim != 4 or not x.is_floating_point(): raise ValueError(f"augment_batch needs a float (B, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
+    if x.ndim != 4 or not x.is_floating_point(): raise InputError(f"augment_batch needs a float (B, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
     B, dev = len(x), x.device
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(B, generator=generator).to(dev)
     a = torch.deg2rad(u(-rotation, rotation))
@@ -138,7 +139,7 @@ def near_duplicate_set(ds: ImageSet, # the images to copy
                       ) -> tuple[ImageSet, np.ndarray]:
     "Augmented copies of `ds[query_idx]` (ids `<id>#dup<k>`) and, for each copy, the position of its original."
     query_idx = np.asarray(query_idx, dtype=np.int64).reshape(-1)
-    if n_copies < 1: raise ValueError(f"n_copies must be at least 1, got {n_copies}")
+    if n_copies < 1: raise InputError(f"n_copies must be at least 1, got {n_copies}")
     transform = transform if transform is not None else augment()
     source_idx = np.repeat(query_idx, n_copies)
     seeds = np.random.default_rng(seed).integers(0, 2**62, size=len(source_idx))
@@ -162,7 +163,7 @@ class RandomCropFraction(v2.Transform):
     "Crop a random window covering `scale` (min, max) of the image's area, with the image's aspect ratio."
     def __init__(self, scale: tuple[float, float] = (0.5, 0.8)):
         super().__init__()
-        if not 0 < scale[0] <= scale[1] <= 1: raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+        if not 0 < scale[0] <= scale[1] <= 1: raise InputError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
         self.scale = scale
     def make_params(self, flat_inputs: list) -> dict:
         h, w = TF.get_size(flat_inputs[0])
@@ -201,7 +202,7 @@ def instance_retrieval_set(photos: ImageSet, # the originals, one class per scen
     queries = ImageSet(queries.items, queries.labels, queries.classes, [i.replace("#dup", "#edit") for i in queries.ids],
                        name=f"{photos.name} edited")
     if distractors is None or len(distractors) == 0: return queries, photos
-    if clash := set(photos.ids) & set(distractors.ids): raise ValueError(f"distractor ids clash with photo ids: {sorted(clash)[:5]}")
+    if clash := set(photos.ids) & set(distractors.ids): raise InputError(f"distractor ids clash with photo ids: {sorted(clash)[:5]}")
     classes = photos.classes + [f"distractor:{distractors.ids[i]}" for i in range(len(distractors))]
     gallery = ImageSet([photos.items[i] for i in range(len(photos))] + [distractors.items[i] for i in range(len(distractors))],
                        np.concatenate([photos.labels, len(photos.classes) + np.arange(len(distractors))]), classes,

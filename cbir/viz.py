@@ -21,7 +21,7 @@ from matplotlib.patches import Rectangle
 
 from fastcore.basics import patch
 
-from .core import atomic_write_bytes
+from .core import InputError, atomic_write_bytes
 from .data import ImageSet, read_image
 
 # %% ../nbs/06_viz.ipynb #f602d7bd
@@ -54,7 +54,7 @@ def show_query_grid(rows: Sequence[dict], # one dict per query: `query`, `result
                     cell_size: float = 1.4, # inches per image
                     ) -> Figure:
     "Draw several queries, one per row: the query then its top results, hits green ✓ and misses red ✗."
-    if not rows: raise ValueError("show_query_grid needs at least one row (a dict with `query` and `results`).")
+    if not rows: raise InputError("show_query_grid needs at least one row (a dict with `query` and `results`).")
     k = k or max(len(r["results"]) for r in rows)
     labelled = any(r.get("labels") is not None or r.get("query_label") is not None for r in rows)
     fig, axes = plt.subplots(len(rows), k + 1, figsize=(cell_size * (k + 1), cell_size * (1.45 if labelled else 1.25) * len(rows)),
@@ -112,7 +112,7 @@ def _check_chance(chance, curves: dict):
     "A list of chance levels must belong to a curve of that name, one level per K."
     for name, level in (chance.items() if isinstance(chance, dict) else []):
         if np.ndim(level) and (name not in curves or len(curves[name][0]) != len(level)):
-            raise ValueError(f"chance for {name!r}: a list of levels needs a curve of that name with as many K values.")
+            raise InputError(f"chance for {name!r}: a list of levels needs a curve of that name with as many K values.")
 
 def plot_metric_at_k(curves: dict, # name -> (ks, values), e.g. {"resnet18": ([1, 5, 10], [0.6, 0.8, 0.9])}
                      ylabel: str = "metric", # what the values are, e.g. "Recall@K"
@@ -120,9 +120,9 @@ def plot_metric_at_k(curves: dict, # name -> (ks, values), e.g. {"resnet18": ([1
                      chance: float | dict | None = None, # chance level: one dashed line, or a dict name -> level (or levels, one per K)
                      ) -> Figure:
     "Plot one line per entry of `curves` against K (log scale), with dashed chance levels."
-    if not curves: raise ValueError("plot_metric_at_k needs at least one curve: {name: (ks, values)}.")
+    if not curves: raise InputError("plot_metric_at_k needs at least one curve: {name: (ks, values)}.")
     for name, (ks, values) in curves.items():
-        if len(ks) != len(values): raise ValueError(f"curve {name!r}: {len(ks)} K values but {len(values)} metric values.")
+        if len(ks) != len(values): raise InputError(f"curve {name!r}: {len(ks)} K values but {len(values)} metric values.")
     _check_chance(chance, curves)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 3.2))
     colors = {name: ax.plot(ks, values, marker="o", label=name)[0].get_color() for name, (ks, values) in curves.items()}
@@ -139,9 +139,9 @@ def plot_pr_curve(curves: dict, # name -> (recall, precision) arrays of equal le
                   steps: bool = True, # draw the step curve whose area is the AP; False: join the points with lines
                   ) -> Figure:
     "Plot precision against recall, one line per entry of `curves`."
-    if not curves: raise ValueError("plot_pr_curve needs at least one curve: {name: (recall, precision)}.")
+    if not curves: raise InputError("plot_pr_curve needs at least one curve: {name: (recall, precision)}.")
     for name, (recall, precision) in curves.items():
-        if len(recall) != len(precision): raise ValueError(f"curve {name!r}: recall and precision lengths differ.")
+        if len(recall) != len(precision): raise InputError(f"curve {name!r}: recall and precision lengths differ.")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 3.4))
     for name, (recall, precision) in curves.items():
         r, p = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
@@ -158,7 +158,7 @@ def pr_points(rel: Sequence[bool], # relevance of one query's ranked results
     "Recall and precision after each rank of one ranking: the points of its precision–recall curve."
     rel = np.asarray(rel, bool).reshape(-1)
     r = int(rel.sum()) if n_relevant is None else int(n_relevant)
-    if r <= 0: raise ValueError("pr_points needs at least one relevant item (n_relevant >= 1).")
+    if r <= 0: raise InputError("pr_points needs at least one relevant item (n_relevant >= 1).")
     found = np.cumsum(rel)
     return found / r, found / np.arange(1, len(rel) + 1)
 
@@ -167,7 +167,7 @@ def project_2d(vectors: np.ndarray, # (N, D) embeddings
                ) -> np.ndarray:
     "Project `vectors` on their first two principal components, (N, 2)."
     x = np.asarray(vectors, dtype=np.float64)
-    if x.ndim != 2 or len(x) < 2: raise ValueError(f"project_2d needs a (N, D) array with N >= 2, got shape {x.shape}.")
+    if x.ndim != 2 or len(x) < 2: raise InputError(f"project_2d needs a (N, D) array with N >= 2, got shape {x.shape}.")
     x = x - x.mean(0)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     out = x @ vt[:2].T
@@ -181,7 +181,7 @@ def plot_embedding_map(vectors: np.ndarray, # (N, D) embeddings
                        ) -> Figure:
     "Scatter the 2-D PCA projection of `vectors`, coloured by label."
     xy, labels = project_2d(vectors), np.asarray(labels)
-    if len(labels) != len(xy): raise ValueError(f"{len(xy)} vectors but {len(labels)} labels.")
+    if len(labels) != len(xy): raise InputError(f"{len(xy)} vectors but {len(labels)} labels.")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 4))
     cmap = plt.get_cmap("tab20" if len(np.unique(labels)) > 10 else "tab10")
     for i, lab in enumerate(np.unique(labels)):
@@ -199,11 +199,11 @@ def plot_embedding_maps(named: dict, # name -> (N, D) vectors, all for the same 
                         size: float = 3.4, # inches per map
                         ) -> Figure:
     "One 2-D PCA map per entry of `named`, side by side, with a shared legend."
-    if not named: raise ValueError("plot_embedding_maps needs at least one entry: {name: (N, D) vectors}.")
+    if not named: raise InputError("plot_embedding_maps needs at least one entry: {name: (N, D) vectors}.")
     labels = np.asarray(labels)
     fig, axes = plt.subplots(1, len(named), figsize=(size * len(named) + 1.6, size + 0.5), squeeze=False)
     for ax, (name, vectors) in zip(axes[0], named.items()):
-        if len(vectors) != len(labels): raise ValueError(f"map {name!r}: {len(vectors)} vectors but {len(labels)} labels.")
+        if len(vectors) != len(labels): raise InputError(f"map {name!r}: {len(vectors)} vectors but {len(labels)} labels.")
         plot_embedding_map(vectors, labels, classes, title=name, ax=ax, legend=False)
     handles, names = axes[0, 0].get_legend_handles_labels()
     if len(handles) <= 20: fig.legend(handles, names, loc="center right", fontsize=CAPTION_PT, markerscale=1.5, frameon=False)
@@ -237,8 +237,8 @@ class SearchPanel:
                  max_k: int = 20, # the K slider's maximum
                  cell_size: float = 1.3, # inches per image of the grid
                  ):
-        if not searchers: raise ValueError("SearchPanel needs at least one searcher: {name: Searcher}.")
-        if len(queries) == 0: raise ValueError("SearchPanel needs at least one query image.")
+        if not searchers: raise InputError("SearchPanel needs at least one searcher: {name: Searcher}.")
+        if len(queries) == 0: raise InputError("SearchPanel needs at least one query image.")
         self.searchers = {name: _as_searcher(s) for name, s in searchers.items()}
         self.queries, self.query_classes, self.cell_size = queries, _class_names(queries), cell_size
         self.results = self.query = self.figure = self.message = None
@@ -301,7 +301,7 @@ def update(self: SearchPanel, use_text: bool = False, # run the typed attribute 
     try:
         s, k = self.searcher, int(self.k.value)
         if use_text and self.text.value.strip():
-            if self.text.disabled: raise ValueError(f"the {self.embedding.value!r} model cannot embed attribute text; pick a cross-modal model")
+            if self.text.disabled: raise InputError(f"the {self.embedding.value!r} model cannot embed attribute text; pick a cross-modal model")
             query, res = self.text.value.strip(), s.search_attributes(self.text.value.strip(), k=k)
         else: query = self.queries[self.query_picker.value]; res = s.search(query, k=k)
         self.query, self.results, self.message = query, res, None

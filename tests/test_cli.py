@@ -91,7 +91,7 @@ def test_train_then_index_and_search_with_the_checkpoint(tmp_path):
     out = run_cbir("train", tmp_path / "seen", "--out", tmp_path / "m", "--epochs", "2", "--batch-classes", "8", "--image-size", "32")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "16 for training, 4 for validation" in out.stdout and f"checkpoint: {tmp_path / 'm' / 'best.pt'}" in out.stdout, out.stdout
-    assert (tmp_path / "m" / "last.pt").is_file() and (tmp_path / "m" / "best.pt.json").is_file()
+    assert (tmp_path / "m" / "last.pt.json").is_file() and (tmp_path / "m" / "best.pt.json").is_file()
     out = run_cbir("index", tmp_path / "unseen", "--out", tmp_path / "idx", "--checkpoint", tmp_path / "m" / "best.pt")
     assert out.returncode == 0, out.stdout + out.stderr
     query = sorted((tmp_path / "unseen").rglob("*.png"))[3]
@@ -125,7 +125,7 @@ def test_demo_training_flags(tmp_path, capsys):
         tables = run_demo(out=str(tmp_path / "skip"), n_images=200, n_classes=20, image_size=32, weights="none", k=5,
                           queries_per_class=2, photos=False, **skip)
         assert set(tables["class"]) == {"pixels", "resnet18", "smallcnn-random"}, (skip, tables["class"].keys())
-    assert not (tmp_path / "skip" / "smallcnn-trained.pt").exists()
+    assert not (tmp_path / "skip" / "smallcnn-trained.pt.json").exists()
 
 
 def test_train_bad_input_gets_a_message(tmp_path, capsys):

@@ -155,7 +155,7 @@ def trained(tmp_path_factory):
 
 def test_training_writes_checkpoints_that_reload(trained):
     model, t, train, val, out = trained
-    assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and len(t.history) == 3
+    assert (out / "best.pt.json").is_file() and (out / "last.pt.json").is_file() and len(t.history) == 3
     assert {"val mAP", "val clf mAP", "val spread"} <= set(t.history[0])
     side = json.loads((out / "best.pt.json").read_text())
     assert side["crossmodal"]["attributes"] == list(NAMES) and side["crossmodal"]["counts"] == train.attributes.sum(0).tolist()

@@ -27,7 +27,7 @@ BAD_BATCHES = [  # (emb, labels, message fragment)
     (EMB, LABELS[:5], "one label per row of emb (6 rows)"),
     (EMB, LABELS[None], "one label per row of emb (6 rows)"),
     (EMB, LABELS.float(), "integer class ids"),
-    (EMB, LABELS.tolist(), "must be a torch.Tensor of integer class ids"),
+    (EMB, ["a", "b", "c", "a", "b", "c"], "integer class ids"),
     (torch.where(torch.arange(24).reshape(6, 4) == 5, torch.nan, EMB), LABELS, "1 non-finite values (NaN or inf) in 1 of its 6 rows"),
     (torch.where(torch.arange(24).reshape(6, 4) < 8, torch.inf, EMB), LABELS, "8 non-finite values (NaN or inf) in 2 of its 6 rows"),
 ]
@@ -165,3 +165,11 @@ def test_device_mismatch_of_module_parameters_is_clear():
     mod = make_loss("arcface", n_classes=3, dim=4)
     with pytest.raises(ValueError, match="move the loss module to the model's device"):
         mod(EMB.cuda(), LABELS.cuda())
+
+
+@pytest.mark.parametrize("name", list(PAIR))
+def test_labels_as_a_list_or_array_give_the_same_loss(name):
+    "Labels may be a tensor, a NumPy array or a list (one check for losses and miners: cbir.losses.check_batch)."
+    ref = PAIR[name](EMB, LABELS)
+    for labels in (LABELS.tolist(), LABELS.numpy()):
+        torch.testing.assert_close(PAIR[name](EMB, labels), ref)

@@ -348,15 +348,15 @@ def test_make_miner_bad_names_and_kwargs():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: batch_hard_triplets(torch.randn(5), torch.arange(5)), "floating \\(N, D\\)"),
-    (lambda: batch_hard_triplets(torch.ones(5, 3, dtype=torch.long), torch.arange(5)), "floating"),
-    (lambda: batch_hard_triplets(np.ones((5, 3), np.float32), torch.arange(5)), "torch tensor"),
-    (lambda: semi_hard_triplets(torch.randn(5, 3), torch.arange(4)), "one label per embedding"),
+    (lambda: batch_hard_triplets(torch.randn(5), torch.arange(5)), "must be 2-D, shape \\(N, D\\)"),
+    (lambda: batch_hard_triplets(torch.ones(5, 3, dtype=torch.long), torch.arange(5)), "must be a float tensor"),
+    (lambda: batch_hard_triplets(np.ones((5, 3), np.float32), torch.arange(5)), "must be a torch.Tensor"),
+    (lambda: semi_hard_triplets(torch.randn(5, 3), torch.arange(4)), "one label per row of emb"),
     (lambda: hard_triplets(torch.tensor([[0., float("nan")]] * 3), torch.arange(3)), "NaN"),
     (lambda: hard_triplets(torch.randn(4, 3), torch.arange(4), ref_emb=torch.randn(4, 3)), "together"),
     (lambda: hard_triplets(torch.randn(4, 3), torch.arange(4), ref_labels=torch.arange(4)), "together"),
     (lambda: hard_triplets(torch.randn(4, 3), torch.arange(4), torch.randn(6, 2), torch.arange(6)), "dimension 2"),
-    (lambda: hard_triplets(torch.randn(4, 3), torch.arange(4), torch.randn(6, 3), torch.arange(5)), "ref_labels must have shape"),
+    (lambda: hard_triplets(torch.randn(4, 3), torch.arange(4), torch.randn(6, 3), torch.arange(5)), "ref_labels must be 1-D with one label per row of ref_emb"),
     (lambda: batch_hard_triplets(torch.randn(4, 3), torch.arange(4), torch.randn(6, 3), torch.arange(6) + 1, exclude_self=True),
      "first len\\(emb\\) rows"),
     (lambda: semi_hard_triplets(torch.randn(4, 3), torch.arange(4), margin=0.0), "margin must be > 0"),

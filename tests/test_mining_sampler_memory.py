@@ -154,7 +154,7 @@ def test_add_detaches_and_keeps_dtype():
     (lambda: CrossBatchMemory(0, 4), "size and dim must be >= 1"),
     (lambda: CrossBatchMemory(4, 0), "size and dim must be >= 1"),
     (lambda: CrossBatchMemory(4, 3).add(torch.randn(2, 4), torch.arange(2)), "3-d embeddings"),
-    (lambda: CrossBatchMemory(4, 3).add(torch.randn(2, 3), torch.arange(3)), "one label per embedding"),
+    (lambda: CrossBatchMemory(4, 3).add(torch.randn(2, 3), torch.arange(3)), "one label per row of emb"),
     (lambda: CrossBatchMemory(4, 3).reference(torch.randn(2, 4), torch.arange(2)), "3-d embeddings"),
     (lambda: CrossBatchMemory(4, 3).reference(torch.randn(2, 3), torch.arange(2), lambda *a, **k: (torch.arange(2),) * 2),
      "expected \\(a, p, n\\)"),

@@ -78,3 +78,37 @@ def test_searcher_refuses_what_is_not_an_index():
         def search(self, queries, k=10): ...
     with pytest.raises(TypeError, match=r"IndexLike contract .* lacks \['embedder_config', 'ntotal'"):
         Searcher(None, HalfIndex())
+
+
+INTERNAL_INVARIANTS = {("crossmodal", "RuntimeError")}  # a check of cbir's own work (a bug if it fires): keeps its traceback
+
+
+def test_every_error_cbir_raises_is_a_cbir_error():
+    "One error type for what the user can fix: the CLI prints a CbirError as one line, anything else keeps its traceback."
+    import builtins
+    from cbir import core
+    found = set()
+    for m, path in MODULES.items():
+        module = __import__(f"cbir.{m}", fromlist=["_"])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Raise) or node.exc is None: continue
+            call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if not isinstance(call, ast.Name): continue  # re-raising a caught exception object
+            cls = getattr(module, call.id, None) or getattr(builtins, call.id, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException) and not issubclass(cls, core.CbirError):
+                found.add((m, call.id))
+    assert found == INTERNAL_INVARIANTS, f"raise a cbir.core error class instead (InputError, NotFoundError, ...): {sorted(found - INTERNAL_INVARIANTS)}"
+
+
+def test_the_cli_is_generated_from_the_command_functions():
+    "Each option's default is the function's default: declared once (cbir.cli.COMMANDS)."
+    import inspect
+    from cbir.cli import COMMANDS, build_parser
+    subs = build_parser()._subparsers._group_actions[0].choices
+    for name, cmd in COMMANDS.items():
+        params = inspect.signature(cmd.fn).parameters
+        for action in subs[name]._actions:
+            if action.dest == "help": continue
+            assert action.dest in params, (name, action.dest)
+            if params[action.dest].default is not inspect.Parameter.empty: assert action.default == params[action.dest].default, (name, action.dest)
+            assert action.help, (name, action.dest)  # every option documented (from the parameter's comment)
