@@ -450,6 +450,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'cbir.scale.PCAWhitening.load': ('scale.html#pcawhitening.load', 'cbir/scale.py'),
                             'cbir.scale.PCAWhitening.save': ('scale.html#pcawhitening.save', 'cbir/scale.py'),
                             'cbir.scale.PCAWhitening.transform': ('scale.html#pcawhitening.transform', 'cbir/scale.py'),
+                            'cbir.scale._answers': ('scale.html#_answers', 'cbir/scale.py'),
                             'cbir.scale._best_seconds': ('scale.html#_best_seconds', 'cbir/scale.py'),
                             'cbir.scale._is_index_sidecar': ('scale.html#_is_index_sidecar', 'cbir/scale.py'),
                             'cbir.scale._milvus_call': ('scale.html#_milvus_call', 'cbir/scale.py'),

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -121,8 +122,18 @@ def load(cls: PCAWhitening, path) -> PCAWhitening:
 MILVUS_TYPES = {"flat": "FLAT", "ivf": "IVF_FLAT", "hnsw": "HNSW", "ivfpq": "IVF_PQ", "auto": "AUTOINDEX"}
 MILVUS_METRICS = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 
+def _answers(uri: str) -> bool:
+    "Whether something accepts TCP connections at the host and port of a server URI."
+    import socket
+    from urllib.parse import urlsplit
+    u = urlsplit(str(uri))
+    try:
+        with socket.create_connection((u.hostname or "localhost", u.port or 19530), timeout=2): return True
+    except OSError: return False
+
 def _milvus_client(uri: str, token: str | None = None):
-    "A pymilvus client for `uri`: a Milvus Lite folder (a path ending in .db) or a server address."
+    """A pymilvus client for `uri`: a Milvus Lite folder (a path ending in .db) or a server address. A server's token is
+    `token`, or else the environment variable MILVUS_TOKEN (so no secret goes into a sidecar or a shell history)."""
     try: from pymilvus import MilvusClient
     except ImportError: raise MissingExtraError('the Milvus backend needs pymilvus and milvus-lite: pip install "cbir[milvus]"') from None
     if "://" not in str(uri) and not str(uri).endswith(".db"):
@@ -131,10 +142,15 @@ def _milvus_client(uri: str, token: str | None = None):
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
         return MilvusClient(str(uri), token=token or "")
     from pymilvus.exceptions import MilvusException
-    try: client = MilvusClient(str(uri), token=token or "", timeout=10)
+    token = os.environ.get("MILVUS_TOKEN", "") if token is None else token
+    try: client = MilvusClient(str(uri), token=token, timeout=10)
     except MilvusException as e:
-        raise UnreachableError(f"cannot reach a Milvus server at {uri} ({e.message if hasattr(e, 'message') else e}): check that it runs and "
-                              "listens there, and the token; or give a path ending in .db for Milvus Lite") from None
+        if _answers(uri):  # a server listens but refused us: with authentication on, that is a missing or wrong token
+            raise ServiceError(f"the Milvus server at {uri} refused the connection ({getattr(e, 'message', e)}): "
+                               + ("the token is wrong" if token else "it needs a token") + " — pass token='user:password' "
+                               "(or an API key), or set the environment variable MILVUS_TOKEN") from None
+        raise UnreachableError(f"cannot reach a Milvus server at {uri} ({getattr(e, 'message', e)}): check that it runs and "
+                              "listens there; or give a path ending in .db for Milvus Lite") from None
     version = client.get_server_version()
     if not _supported_server(version):
         raise ServiceError(f"the Milvus server at {uri} reports version {version!r}; cbir supports Milvus servers "
@@ -242,7 +258,8 @@ def build(cls: MilvusIndex, vectors, # (N, D) gallery vectors
                 uri=uri, metric=metric, dim=x.shape[1], kind=kind if index_type is None else "custom", index_type=itype,
                 index_params=iparams, embedder_config=embedder_config, token=token)
     index.add(x, first_ids, batch_size=batch_size)
-    return index.wait_for_index() if index.on_server else index
+    # on a server, wait for a real index to be built (FLAT needs none: brute force is what it means)
+    return index.wait_for_index() if index.on_server and itype != "FLAT" else index
 
 # %% ../nbs/03b_scale.ipynb #74f85f79
 @patch

@@ -1,13 +1,69 @@
-"""Shared pytest fixtures: a folder of messy real-world image files (see `messy_image_folder`)."""
+"""Shared pytest fixtures (a folder of messy real-world image files: `messy_image_folder`) and the test lanes.
+
+Lanes (README, "Testing"): `python -m pytest` runs everything but the benchmarks, on parallel workers; `pytest -m "not heavy"`
+is the fast lane (unit tests and the lessons that do not train); `pytest -m slow` runs the benchmarks (tests/bench_*.py).
+"""
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers share the cores: one BLAS/torch thread pool each, not one per core each
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
+
 import numpy as np
 import pytest
 from PIL import Image
+
+# Tests that train networks, run whole pipelines or start services: each took over ~5 s on 2 cores
+# (`python -m pytest --durations=40`), together about 80 % of the suite's time. Longest first: parallel workers start
+# them at once instead of ending the run on one of them alone. The fast lane (`-m "not heavy"`) leaves them out.
+HEAVY = (
+    "test_cli.py::test_demo_default_run_offline",  # the full default `cbir demo`, as the README's quick start runs it
+    "test_notebooks.py::test_notebook_runs[10_train.ipynb]",
+    "test_milvus_server.py",  # starts a Milvus server (one xdist group: a single worker runs the module)
+    "test_distributed.py",  # starts Ray
+    "test_notebooks.py::test_notebook_runs[04b_spatial.ipynb]",
+    "test_notebooks.py::test_notebook_runs[12_cli.ipynb]",
+    "test_notebooks.py::test_notebook_runs[11_crossmodal.ipynb]",
+    "test_notebooks.py::test_notebook_runs[tutorials/",
+    "test_cli.py",
+    "test_notebooks.py::test_notebook_runs[02b_distributed.ipynb]",
+    "test_docs_site.py",  # builds the site and drives chromium
+    "test_notebooks.py::test_notebook_runs[index.ipynb]",
+    "test_embed_compile.py",  # torch.compile
+)
+
+
+def _heavy_rank(nodeid: str) -> int:
+    return next((i for i, pattern in enumerate(HEAVY) if pattern in nodeid), len(HEAVY))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy: trains a network, runs a whole pipeline or starts a service (left out of the fast lane)")
+
+
+# Tests that start one service of a kind that cannot run twice at once on a machine: each group runs on one worker
+# (pytest-xdist's --dist loadgroup, in pyproject.toml's addopts), one test after the other.
+SERVICE_GROUPS = {"ray": ("test_distributed.py", "test_notebook_runs[02b_distributed.ipynb]"),
+                  "milvus_server": ("test_milvus_server.py",)}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _heavy_rank(item.nodeid) < len(HEAVY): item.add_marker(pytest.mark.heavy)
+        for group, patterns in SERVICE_GROUPS.items():
+            if any(p in item.nodeid for p in patterns): item.add_marker(pytest.mark.xdist_group(group))
+    items[:] = sorted(items, key=lambda item: _heavy_rank(item.nodeid))  # stable: the rest keep their order
+
+
+def pytest_xdist_auto_num_workers(config):
+    "`-n auto`: one worker per core, at most 4 (each worker holds torch and a notebook kernel's state)."
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @dataclass

@@ -285,6 +285,12 @@ def test_celeba_route_trains_indexes_and_searches_offline(tmp_path):
     at = next(i for i, l in enumerate(lines) if l.startswith("male, smiling"))
     hits = [l.split()[-1] for l in lines[at + 1:at + 5]]
     assert len(hits) == 4 and all(h.endswith(".jpg") and (root / "img_align_celeba" / h).is_file() for h in hits)
+    from cbir.cli import search_folder_index  # the Python call of before (queries as attributes, attributes=True) still works
+    with contextlib.redirect_stdout(io.StringIO()):
+        with pytest.warns(DeprecationWarning, match="attributes=True is deprecated"):
+            old = search_folder_index(str(tmp_path / "idx"), ["male, smiling"], k=4, attributes=True)
+        assert old == search_folder_index(str(tmp_path / "idx"), attributes=["male, smiling"], k=4)
+        assert [i for i, _ in old[0]] == hits
 
 
 def test_cli_refuses_bce_and_glyphs_with_attributes(tmp_path):

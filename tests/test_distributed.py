@@ -15,7 +15,13 @@ from cbir.embed import Embedder
 
 @pytest.fixture(scope="module")
 def session():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # Ray's head node gives up when it does not start within its timeouts, which a machine busy with the other test
+    # workers can exceed: one more try after a clean shutdown (the tests themselves are not retried)
+    for attempt in range(2):
+        try: ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR); break
+        except Exception:
+            ray.shutdown()
+            if attempt: raise
     yield
     ray.shutdown()
 

@@ -2,17 +2,17 @@
 the loopback address for this module and stopped after it. The same contract as Milvus Lite (tests/test_milvus.py):
 same top-10 as FAISS Flat up to ties, add/remove, save/load/open_index, Searcher, evaluate, the CLI round trip; and
 the server's limits and failures as clear errors."""
+import fcntl
 import os
 import socket
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("pymilvus")
 milvus = pytest.importorskip("milvus")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # one embedded server per worker: not supported (a run with -n 2 left one behind)
-    pytest.skip("the embedded Milvus server tests start one server for the module: run them without -n "
-                "(the README's test command and CI do)", allow_module_level=True)
 
 from cbir.evaluate import evaluate
 from cbir.index import Index
@@ -25,15 +25,29 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
+TOKEN = "root:Milvus"  # the embedded server's built-in account, with authentication switched on
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    # one embedded server per machine at a time (its etcd and storage ports are fixed): with --dist loadgroup (the default
+    # addopts) one worker runs this whole module; with another --dist, a worker waits here for the other's server to stop
+    lock = open(Path(tempfile.gettempdir()) / "cbir-milvus-server.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     srv = milvus.default_server
     srv.set_base_dir(str(tmp_path_factory.mktemp("milvus_server")))
     srv.listen_port = free_port()
+    srv.config.set("authorization_enabled", True)  # a server that checks tokens, like a real deployment
     try: srv.start()  # a server that cannot start here is the machine's problem, not cbir's: say so instead of erroring every test
-    except (TimeoutError, RuntimeError, OSError) as e: pytest.skip(f"the embedded Milvus server did not start on this machine: {e}")
+    except (TimeoutError, RuntimeError, OSError) as e:
+        lock.close(); pytest.skip(f"the embedded Milvus server did not start on this machine: {e}")
+    before = os.environ.get("MILVUS_TOKEN")
+    os.environ["MILVUS_TOKEN"] = TOKEN  # cbir reads a server's token from here when none is passed (the CLI too)
     try: yield f"http://127.0.0.1:{srv.listen_port}"
-    finally: srv.stop()
+    finally:
+        if before is None: os.environ.pop("MILVUS_TOKEN", None)
+        else: os.environ["MILVUS_TOKEN"] = before
+        srv.stop(); lock.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +110,11 @@ def test_limits_and_failures_say_what_to_change(server, data):
     with pytest.raises(ValueError, match="no longer exists"): mv.search(q[:1], k=5)
     with pytest.raises(ConnectionError, match="cannot reach a Milvus server"):
         MilvusIndex.build(x[:10], ids[:10], uri=f"http://127.0.0.1:{free_port()}", collection="nobody")
+    with pytest.raises(RuntimeError, match="refused the connection.*the token is wrong"):
+        MilvusIndex.build(x[:10], ids[:10], uri=server, collection="intruder", token="root:wrong")
+    with pytest.raises(RuntimeError, match="refused the connection.*it needs a token.*MILVUS_TOKEN"):
+        MilvusIndex.build(x[:10], ids[:10], uri=server, collection="intruder", token="")
+    assert MilvusIndex.build(x[:10], ids[:10], uri=server, collection="invited", token=TOKEN).ntotal == 10
 
 
 def test_supported_server_versions():
