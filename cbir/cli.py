@@ -478,17 +478,18 @@ def add_command(subparsers, name: str, command: Command) -> argparse.ArgumentPar
             flag = o.flag or ("--no-" if d.default else "--") + param.replace("_", "-")
             p.add_argument(flag, dest=param, action="store_false" if d.default else "store_true", help=text)
         else:
-            show = d.default not in (None, inspect.Parameter.empty)
+            shown = ("" if required or d.default is None else f" (default: {d.default:g})" if isinstance(d.default, float)
+                     else f" (default: {d.default})")
             p.add_argument(o.flag or "--" + param.replace("_", "-"), dest=param, type=typ, nargs=o.nargs, choices=o.choices,
-                           metavar=o.metavar, action=o.action, required=required,
-                           default=None if required else d.default, help=text + (f" (default: {d.default:g})" if show and isinstance(d.default, float)
-                                                                                else f" (default: {d.default})" if show else ""))
+                           metavar=o.metavar, action=o.action, required=required, default=None if required else d.default,
+                           help=text + shown)
     return p
 
 # %% ../nbs/12_cli.ipynb #8512800e
 COMMANDS = {
     "demo": Command(run_demo, "run the whole pipeline offline on the embedded dataset (or --folder)",
-                    "Split a many-class dataset by class, train a small CNN on the training classes (14 epochs, about a minute), "
+                    "Split a many-class dataset by class, train a small CNN on the training classes "
+                    f"({inspect.signature(run_demo).parameters['train_epochs'].default} epochs, about a minute), "
                     "then embed the unseen test classes with raw pixels, random-init CNNs and the trained CNN, search every "
                     "query, print a metrics table per protocol and write a result grid PNG. Offline; about two minutes on 2 CPU cores.",
                     options={"k": Option("-k")}, hidden=("batch_size", "show")),
