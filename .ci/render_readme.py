@@ -1,7 +1,7 @@
 """Render README.md from nbs/index.ipynb without quarto.
 
 nbdev's own cell processors hide `#| hide` cells, strip directives and `#| export` markers,
-then nbconvert writes markdown. Relative links in the notebook (`00_data.ipynb`) are relative to nbs/,
+then nbconvert writes markdown. Relative links in the notebook (`01_data.ipynb`) are relative to nbs/,
 so they get an `nbs/` prefix in README.md, which sits one folder up. `python .ci/render_readme.py` rewrites README.md;
 `python .ci/render_readme.py --check` exits 1 when README.md is out of date.
 """
@@ -33,7 +33,7 @@ def render_readme(nb_path: Path = ROOT / "nbs" / "index.ipynb") -> str:
 
 
 def relink(md: str, prefix: str) -> str:
-    "Prefix relative markdown links (`[x](00_data.ipynb)`) with the notebook's folder, `prefix`."
+    "Prefix relative markdown links (`[x](01_data.ipynb)`) with the notebook's folder, `prefix`."
     return re.sub(r"\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)\)", lambda m: f"]({prefix}/{m.group(1)})", md)
 
 

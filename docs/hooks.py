@@ -3,10 +3,11 @@
 - The lessons are `nbs/*.ipynb` and `nbs/tutorials/*.ipynb` as committed: their outputs are rendered, they are never
   executed. nbdev's own cell processors (the ones `.ci/render_readme.py` uses) drop `#| hide` cells and directive
   lines; `show_doc` cells keep only their output; widget outputs fall back to their text (no widget JS from a CDN).
-- The navigation lists every lesson, tutorial and API page, so a new notebook appears without editing mkdocs.yml.
+- The navigation follows the two tracks of docs/course.py (the course in build order, projects, then the reference
+  notebooks) and lists every API page, so a new notebook appears without editing mkdocs.yml.
 - The API reference is one generated page per public `cbir` module, rendered by mkdocstrings from the imported
   module (so methods attached with fastcore's `@patch` are listed under their class).
-- Links between notebooks (`04_search.ipynb#k-reciprocal`) become links between pages, and nbdev's `[source]` links
+- Links between notebooks (`06_search.ipynb#k-reciprocal`) become links between pages, and nbdev's `[source]` links
   (`/blob/main/cbir/x.py#L10`, which point nowhere without a `git_url`) go to the module's API page.
 - MathJax is served from the site itself (copied from the `jupyter-server-mathjax` package), not from a CDN.
 """
@@ -16,12 +17,16 @@ import json
 import pkgutil
 import re
 import shutil
+import sys
 from pathlib import Path, PurePosixPath
 
 import nbformat
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
 from mkdocs.utils import get_relative_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import course  # noqa: E402  the two tracks, read from the layout of nbs/
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / "nbs"
@@ -32,8 +37,8 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def lesson_paths() -> list[PurePosixPath]:
-    "Every notebook the site renders, relative to nbs/: the home page, the lessons, then the tutorials."
-    found = sorted(NBS.glob("*.ipynb")) + sorted((NBS / "tutorials").glob("*.ipynb"))
+    "Every notebook the site renders, relative to nbs/: the home page, the teaching track, the projects, the reference track."
+    found = [NBS / "index.ipynb"] + course.teaching_track() + course.projects() + course.reference_track()
     return [PurePosixPath(p.relative_to(NBS).as_posix()) for p in found if not p.name.startswith(("_", "."))]
 
 
@@ -85,13 +90,12 @@ def _write_if_changed(path: Path, text: str):
 
 
 def on_config(config):
-    "Navigation: home, lessons, tutorials, API reference; MathJax from the site."
-    rels = lesson_paths()
-    lessons = [{_title(r): str(r)} for r in rels if r.parent == PurePosixPath(".") and r.stem != "index"]
-    tutorials = [{_title(r): str(r)} for r in rels if r.parent != PurePosixPath(".")]
+    "Navigation: home, the course (teaching track), projects, the reference track, API reference; MathJax from the site."
+    entry = lambda p: {_title(PurePosixPath(p.relative_to(NBS).as_posix())): p.relative_to(NBS).as_posix()}
     api = [{"Overview": "api/index.md"}] + [{m: f"api/{m}.md"} for m in api_modules()]
-    config["nav"] = [{"Home": "index.ipynb"}, {"Lessons": lessons}, {"Tutorials": tutorials},
-                     {"API reference": api}]
+    config["nav"] = [{"Home": "index.ipynb"}, {"Course": [entry(p) for p in course.teaching_track()]},
+                     {"Projects": [entry(p) for p in course.projects()]},
+                     {"Reference": [entry(p) for p in course.reference_track()]}, {"API reference": api}]
     config["plugins"]["mkdocs-jupyter"].config["custom_mathjax_url"] = MATHJAX_MARK + MATHJAX_CONFIG
     config["plugins"]["mkdocs-jupyter"].config["remove_tag_config"] = {"remove_input_tags": ["remove_input"]}
     return config

@@ -7,7 +7,7 @@ for the same wall-clock budget on this machine's cores, picks its best epoch on 
 scored on 1,000 held-out images with every colour x fill x size combination present in them as a query (36),
 relevance "has all three asked attributes". Also measured: per-attribute AP (11 single-attribute queries) and
 the latency of 1,000 attribute queries against 10,000 indexed images. Results go to a JSON file that lesson
-`11_crossmodal` draws.
+`13_crossmodal` draws.
 """
 import argparse, json, platform, time
 from pathlib import Path

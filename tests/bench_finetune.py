@@ -9,7 +9,7 @@ Every model gets the same recipe: NT-Xent loss, batches of 32 classes x 4 images
 schedule over the budget, the same augmentations, a GeM-pooled 128-d projection, and the same budget of
 training + validation wall time (measuring the test classes after each epoch, for the curve, is not counted):
 
-- `smallcnn scratch`: the 4-stage SmallCNN of lesson 02_embed, random init;
+- `smallcnn scratch`: the 4-stage SmallCNN of lesson 03_embed, random init;
 - `lite0 scratch`: EfficientNet-Lite0 (4.7 M parameters, built for 64 px), random init;
 - `lite0 fine-tuned`: the same network starting from its ImageNet weights (the `pretrained` extra).
 

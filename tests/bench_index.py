@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from cbir.index import KINDS, Index, make_clustered_vectors, recall_at_k
-from cbir.scale import KNOBS, estimate_memory, sweep_knob  # the scale-out lesson, nbs/03b_scale.ipynb
+from cbir.scale import KNOBS, estimate_memory, sweep_knob  # the scale-out lesson, nbs/reference/scale.ipynb
 
 SIZES = {  # n, dim, queries, kinds, build options
     "small": dict(n=20_000, dim=64, n_queries=500, kinds=KINDS[1:], build={}),

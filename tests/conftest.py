@@ -23,15 +23,15 @@ from PIL import Image
 # them at once instead of ending the run on one of them alone. The fast lane (`-m "not heavy"`) leaves them out.
 HEAVY = (
     "test_cli.py::test_demo_default_run_offline",  # the full default `cbir demo`, as the README's quick start runs it
-    "test_notebooks.py::test_notebook_runs[10_train.ipynb]",
+    "test_notebooks.py::test_notebook_runs[12_train.ipynb]",
     "test_milvus_server.py",  # starts a Milvus server (one xdist group: a single worker runs the module)
     "test_distributed.py",  # starts Ray
-    "test_notebooks.py::test_notebook_runs[04b_spatial.ipynb]",
-    "test_notebooks.py::test_notebook_runs[12_cli.ipynb]",
-    "test_notebooks.py::test_notebook_runs[11_crossmodal.ipynb]",
+    "test_notebooks.py::test_notebook_runs[09_spatial.ipynb]",
+    "test_notebooks.py::test_notebook_runs[reference/cli.ipynb]",
+    "test_notebooks.py::test_notebook_runs[13_crossmodal.ipynb]",
     "test_notebooks.py::test_notebook_runs[tutorials/",
     "test_cli.py",
-    "test_notebooks.py::test_notebook_runs[02b_distributed.ipynb]",
+    "test_notebooks.py::test_notebook_runs[reference/distributed.ipynb]",
     "test_docs_site.py",  # builds the site and drives chromium
     "test_notebooks.py::test_notebook_runs[index.ipynb]",
     "test_embed_compile.py",  # torch.compile
@@ -48,7 +48,7 @@ def pytest_configure(config):
 
 # Tests that start one service of a kind that cannot run twice at once on a machine: each group runs on one worker
 # (pytest-xdist's --dist loadgroup, in pyproject.toml's addopts), one test after the other.
-SERVICE_GROUPS = {"ray": ("test_distributed.py", "test_notebook_runs[02b_distributed.ipynb]"),
+SERVICE_GROUPS = {"ray": ("test_distributed.py", "test_notebook_runs[reference/distributed.ipynb]"),
                   "milvus_server": ("test_milvus_server.py",)}
 
 

@@ -18,12 +18,14 @@ from urllib.parse import unquote, urljoin, urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "docs"))
+import course  # noqa: E402  the two tracks
 SITE = ROOT / "site"
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]  # plus --headless, which Playwright adds itself
-LESSON = "06_viz/"  # a lesson that draws: result grids, metric@K curves, the embedding map
-MATH_LESSON = "05_metrics/"
+LESSON = "07_viz/"  # a lesson that draws: result grids, metric@K curves, the embedding map
+MATH_LESSON = "04_metrics/"
 
 
 def _missing(what: str):
@@ -34,7 +36,7 @@ def _missing(what: str):
 
 def _sources() -> list[Path]:
     "Everything the site is built from."
-    pats = ["nbs/*.ipynb", "nbs/tutorials/*.ipynb", "docs/*.py", "cbir/*.py", "mkdocs.yml"]
+    pats = ["nbs/*.ipynb", "nbs/tutorials/*.ipynb", "nbs/reference/*.ipynb", "docs/*.py", "cbir/*.py", "mkdocs.yml"]
     return [p for pat in pats for p in ROOT.glob(pat)]
 
 
@@ -122,6 +124,11 @@ def _screenshot(target, site: Path, name: str, what: str) -> Path:
     return shot
 
 
+def _real_errors(errors: list) -> list:
+    "Console errors, less MathJax 2's probe for locally installed fonts (an about:blank URL chromium refuses: harmless)."
+    return [e for e in errors if "about:blank" not in e and e != "Failed to load resource: net::ERR_FAILED"]
+
+
 def _check_images(page, min_figures: int):
     "Every image loaded (complete, naturalWidth > 0); at least `min_figures` in the article."
     imgs = page.evaluate(_IMAGES, "img")
@@ -137,11 +144,14 @@ def test_home_page_renders(browser, server, site):
     page, errors = _open(browser, server)
     assert "cbir" in page.title()
     text = page.inner_text("article")
-    assert "Quick start" in text and "The lessons" in text
-    hrefs = page.eval_on_selector_all("article a", "as => as.map(a => a.getAttribute('href'))")
-    lessons = sorted(p.relative_to(ROOT / "nbs").with_suffix("").as_posix() for p in ROOT.glob("nbs/[0-9]*.ipynb"))
-    missing = [n for n in lessons if not any(h and h.rstrip("/").endswith(n) for h in hrefs)]
+    assert "Quick start" in text and "The course" in text and "The reference track" in text
+    hrefs = [h.rstrip("/") for h in page.eval_on_selector_all("article a", "as => as.map(a => a.getAttribute('href'))") if h]
+    lessons = [p.relative_to(ROOT / "nbs").with_suffix("").as_posix() for p in course.teaching_track() + course.reference_track()]
+    missing = [n for n in lessons if not any(h.endswith(n) for h in hrefs)]
     assert not missing, f"home page does not link lessons {missing}"
+    in_tables = [h.rstrip("/") for h in page.eval_on_selector_all("article table a", "as => as.map(a => a.getAttribute('href'))") if h]
+    first = [next(i for i, h in enumerate(in_tables) if h.endswith(n)) for n in lessons]
+    assert first == sorted(first), "the home page's tables list the course out of order, or the reference track before it"
     _check_images(page, 0)
     assert not errors, f"console errors on the home page: {errors}"
     assert not browser.external, f"the home page asked the network for {browser.external}"
@@ -154,6 +164,7 @@ def test_lesson_renders_with_figures(browser, server, site):
     page, errors = _open(browser, urljoin(server, LESSON))
     figs = _check_images(page, 1)
     assert max(f["w"] for f in figs) >= 300, f"figures too small: {figs}"
+    errors = _real_errors(errors)
     assert not errors, f"console errors on {LESSON}: {errors}"
     assert not browser.external, f"{LESSON} asked the network for {browser.external}"
     big = page.locator("article img").nth(max(range(len(figs)), key=lambda i: figs[i]["w"] * figs[i]["h"]))
@@ -167,8 +178,7 @@ def test_math_renders_offline(browser, server, site):
     page, errors = _open(browser, urljoin(server, MATH_LESSON))
     page.wait_for_function("() => document.querySelectorAll('.MathJax, .MathJax_Display, mjx-container').length > 0",
                            timeout=30_000)
-    # MathJax 2 probes for locally installed fonts with an about:blank URL, which chromium refuses: harmless
-    errors = [e for e in errors if "about:blank" not in e and e != "Failed to load resource: net::ERR_FAILED"]
+    errors = _real_errors(errors)
     assert not errors, f"console errors on {MATH_LESSON}: {errors}"
     page.locator(".MathJax_Display, .MathJax").first.scroll_into_view_if_needed()
     _screenshot(page, site, "math.png", "typeset formulas")

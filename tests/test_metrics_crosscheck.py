@@ -1,7 +1,7 @@
 """Cross-checks for `cbir.metrics`.
 
 1. Independent brute-force reference implementations: plain Python loops written from the formulas in
-   nbs/05_metrics.ipynb, one query at a time (no numpy in the metric code). The vectorised functions must agree
+   nbs/04_metrics.ipynb, one query at a time (no numpy in the metric code). The vectorised functions must agree
    with them to 1e-12 on thousands of random cases, including ties, K > gallery, R = 0, R = 1 and all relevant.
 2. Established libraries, conventions mapped explicitly:
    - ranx (trec_eval conventions): precision@k, recall@k, hit_rate@k, f1@k, mrr, mrr@k, map, map@k, ndcg@k,

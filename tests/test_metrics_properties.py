@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) and the worked examples of nbs/05_metrics.ipynb for `cbir.metrics`."""
+"""Property tests (hypothesis) and the worked examples of nbs/04_metrics.ipynb for `cbir.metrics`."""
 import math
 import warnings
 
@@ -90,7 +90,7 @@ def test_moving_a_hit_up_never_lowers_ap_or_ndcg(case):
 
 
 def test_worked_example_of_the_notebook():
-    "The two-query example of nbs/05_metrics.ipynb, computed by hand."
+    "The two-query example of nbs/04_metrics.ipynb, computed by hand."
     rel = np.array([[1, 0, 1, 0, 0, 1, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]], dtype=bool)
     R = np.array([4, 1])
     m = M.retrieval_metrics(rel, R, ks=(1, 3, 5, 10))

@@ -1,0 +1,77 @@
+"""The course: a teaching track in build order (`nbs/NN_*.ipynb`) and a reference track (`nbs/reference/`), as
+docs/course.py reads them from the layout of nbs/. Each lesson uses only what earlier lessons built, states its time
+and prerequisites at its top, and links the lessons before and after it; the README lists both tracks."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "docs"))
+sys.path.insert(0, str(ROOT / "tests"))
+import course  # noqa: E402
+from test_structure import imports  # noqa: E402  module -> modules it imports, from cbir/*.py
+
+TRACK = course.teaching_track()
+REFERENCE = course.reference_track()
+
+
+def underneath() -> set:
+    "Reference modules that every lesson may use: those that import no module a lesson writes (core: errors, files)."
+    taught = {course.module_of(p) for p in TRACK}
+    edges, _ = imports()
+    return {m for p in REFERENCE if (m := course.module_of(p)) and not edges.get(m, set()) & taught}
+
+
+def test_tracks_are_in_place():
+    assert [p.stem[:2] for p in TRACK] == [f"{i:02d}" for i in range(1, len(TRACK) + 1)], [p.name for p in TRACK]
+    assert len(TRACK) >= 10 and len(REFERENCE) >= 3
+    assert "core" in underneath()
+
+
+@pytest.mark.parametrize("k", range(len(TRACK)), ids=[p.stem for p in TRACK])
+def test_lesson_uses_only_what_earlier_lessons_built(k):
+    "The visible cells import only modules written by this lesson, earlier ones, or the reference modules underneath."
+    allowed = {course.module_of(p) for p in TRACK[:k + 1]} | underneath()
+    later = {m: cells for m, cells in course.visible_imports(TRACK[k]).items() if m not in allowed}
+    assert not later, f"{TRACK[k].name} uses modules of later lessons or of the reference track (module: cells): {later}"
+
+
+def test_modules_depend_only_on_earlier_lessons():
+    "The library itself follows the course order: a lesson's module imports only modules of earlier lessons."
+    edges, _ = imports()
+    built = underneath()
+    for p in TRACK:
+        mod = course.module_of(p)
+        assert edges[mod] <= built, f"cbir.{mod} ({p.name}) imports {sorted(edges[mod] - built)}, taught later"
+        built.add(mod)
+
+
+@pytest.mark.parametrize("nb", TRACK, ids=[p.stem for p in TRACK])
+def test_lesson_opens_with_time_prerequisites_objectives_and_ends_with_links(nb):
+    head = course.source(course.cells(nb)[1])
+    minutes = course.stated_minutes(nb)
+    assert minutes is not None, f"{nb.name}: no '**Time:** about N minutes' in its second cell"
+    assert minutes >= course.estimated_minutes(nb), (f"{nb.name} states {minutes} min; the reading model of "
+                                                     f"docs/course.py estimates {course.estimated_minutes(nb)}")
+    assert "**You will learn to**" in head and re.search(r"^1\. ", head, re.M), f"{nb.name}: no objectives"
+    linked = set(re.findall(r"\]\((\d\d_\w+)\.ipynb\)", head.split("**You will learn to**")[0]))
+    needed = {q.stem for q in TRACK if course.module_of(q) in course.visible_imports(nb) and q != nb}
+    assert needed <= linked, f"{nb.name}: prerequisites do not link {sorted(needed - linked)}"
+    k = TRACK.index(nb)
+    foot = course.source(course.cells(nb)[-1])
+    for other, word in ((TRACK[k - 1] if k else None, "Previous"), (TRACK[k + 1] if k + 1 < len(TRACK) else None, "Next")):
+        if other is not None: assert f"**{word}:** [`{other.stem}`]({other.name})" in foot, f"{nb.name}: no {word} link"
+
+
+def test_readme_lists_the_course_in_order_then_the_reference_track():
+    "README's course table is the teaching track in order with each lesson's stated time; the reference track follows."
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    course_part, _, rest = text.partition("## The reference track")
+    rows = re.findall(r"^\| \d+ \| \[`(\d\d_\w+)`\]\(nbs/\1\.ipynb\) \| (\d+) min \|", course_part, re.M)
+    assert [r[0] for r in rows] == [p.stem for p in TRACK], rows
+    assert [int(r[1]) for r in rows] == [course.stated_minutes(p) for p in TRACK]
+    assert f"{sum(int(r[1]) for r in rows)} minutes" in course_part  # the total is stated
+    linked = re.findall(r"\]\(nbs/reference/(\w+)\.ipynb\)", rest)
+    assert linked == [p.stem for p in REFERENCE], linked
