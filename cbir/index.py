@@ -51,8 +51,11 @@ def l2_normalize(vectors: np.ndarray, # (N, D) rows or one (D,) vector
 
 # %% ../nbs/05_index.ipynb #21f97132
 def as_vectors(x, dim: int | None = None, what: str = "vectors", owner: str = "the index") -> np.ndarray:
-    """`x` as a float32 C-contiguous (N, dim) array, or a ValueError saying what is wrong."""
-    arr = np.asarray(x)
+    """`x` as a float32 C-contiguous (N, dim) array, or an InputError (a ValueError) saying what is wrong."""
+    try: arr = np.asarray(x)
+    except ValueError as e:  # ragged rows, or a (vectors, labels) tuple passed as one argument
+        raise InputError(f"{what} could not be read as one (n, dim) array ({e}); pass a 2-D array of numbers, "
+                         f"e.g. the first element of a (vectors, labels) pair") from None
     if arr.dtype.kind not in "fiu":  # float, signed or unsigned int
         raise InputError(f"{what} must be real numbers, got dtype {arr.dtype}: convert them to float32 first")
     if arr.ndim == 1: arr = arr[None, :]  # a single vector is a batch of one

@@ -4,7 +4,8 @@
 - **Reference track**: `nbs/reference/*.ipynb`, the internals (file formats, robust reading, services, the CLI).
 - **Projects**: `nbs/tutorials/*.ipynb`, end-to-end walkthroughs that only use the package.
 
-Each lesson states its time in its first cells as `**Time:** about N minutes`.
+Each lesson states its time in its first cells as `**Time:** about N minutes`, and ends with `## Recap` and
+`## Exercises`: 2-4 `### Exercise N` cells, each followed by a visible solution and a hidden cell that checks it.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import re
 from pathlib import Path
 
 NBS = Path(__file__).resolve().parent.parent / "nbs"
+EXERCISE = re.compile(r"^### Exercise \d+", re.M)
 TIME = re.compile(r"\*\*Time:\*\*\s*about\s+(\d+)\s+minutes")
 IMPORT = re.compile(r"^\s*(?:from\s+cbir\.(\w+)\s+import|import\s+cbir\.(\w+)|from\s+cbir\s+import\s+(\w+))", re.M)
 
@@ -91,7 +93,17 @@ def estimated_minutes(nb: Path) -> int:
         if is_hidden(c): continue
         if c["cell_type"] == "markdown":
             words += len(re.findall(r"\w+", s))
-            exercises += len(re.findall(r"^\*\*Exercise \d+", s, re.M))
+            exercises += len(EXERCISE.findall(s))
         elif not s.lstrip().startswith("show_doc("):
             lines += sum(1 for line in s.splitlines() if line.strip() and not line.startswith("#|"))
     return round(words / 150 + lines / 12 + 5 * exercises)
+
+
+def exercises(nb: Path) -> list[tuple[int, int, int]]:
+    "(prompt, solution, check) cell indices of each `### Exercise N` of a lesson."
+    cs = cells(nb)
+    out = []
+    for i, c in enumerate(cs):
+        if c["cell_type"] == "markdown" and EXERCISE.match(source(c)):
+            out.append((i, i + 1, i + 2))
+    return out

@@ -75,3 +75,19 @@ def test_readme_lists_the_course_in_order_then_the_reference_track():
     assert f"{sum(int(r[1]) for r in rows)} minutes" in course_part  # the total is stated
     linked = re.findall(r"\]\(nbs/reference/(\w+)\.ipynb\)", rest)
     assert linked == [p.stem for p in REFERENCE], linked
+
+
+@pytest.mark.parametrize("nb", TRACK, ids=[p.stem for p in TRACK])
+def test_lesson_ends_with_recap_and_checked_exercises(nb):
+    "A recap, then 2-4 exercises: each a prompt that states what to expect, a visible solution, and a hidden check."
+    cells = course.cells(nb)
+    heads = [course.source(c).splitlines()[0] for c in cells if c["cell_type"] == "markdown" and course.source(c)]
+    assert "## Recap" in heads and "## Exercises" in heads, f"{nb.name}: no recap or no exercises"
+    assert heads.index("## Recap") < heads.index("## Exercises")
+    found = course.exercises(nb)
+    assert 2 <= len(found) <= 4, f"{nb.name}: {len(found)} exercises"
+    for prompt, solution, check in found:
+        assert "*Expected*" in course.source(cells[prompt]), f"{nb.name} cell {prompt}: the exercise states no expected result"
+        assert cells[solution]["cell_type"] == "code" and not course.is_hidden(cells[solution]), f"{nb.name} cell {solution}"
+        assert course.is_hidden(cells[check]) and re.search(r"\b(assert|test_eq|test_close|test_fail)\b", course.source(cells[check])), \
+            f"{nb.name} cell {check}: the exercise's expectation is not checked by a hidden cell"
