@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -22,129 +21,17 @@ from typing import Sequence
 import numpy as np
 import torch
 from fastcore.basics import patch
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps
 
 import cbir
+from .reading import ImageReadError, read_image
 from .core import ExistsError, InputError, InputTypeError, MissingExtraError, NotFoundError, atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'PHOTOS',
-           'ImageReadError', 'read_image', 'ImageSet', 'make_shapes', 'load_image_folder', 'safe_filename',
-           'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes', 'glyph_template', 'draw_glyph',
-           'make_glyphs', 'load_fashion', 'load_attribute_file', 'load_photos']
-
-# %% ../nbs/01_data.ipynb #6abc115f
-class ImageReadError(InputError):
-    """An image that cannot be read; the message names the image and the reason."""
-    def __init__(self, source: str, reason: str):
-        self.source, self.reason = source, reason
-        super().__init__(f"cannot read image {source}: {reason}")
-
-# %% ../nbs/01_data.ipynb #e47a3c04
-_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
-
-def _scale_to_uint8(a: np.ndarray, full_scale: float) -> np.ndarray:
-    "Scale values in [0, full_scale] to uint8 by rounding."
-    return np.clip(np.rint(a.astype(np.float64) * (255.0 / full_scale)), 0, 255).astype(np.uint8)
-
-def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    "16-bit, 32-bit integer or float grayscale -> 8-bit grayscale, scaled by the range the mode implies."
-    a = np.asarray(im)
-    if im.mode in _16BIT_MODES: full = 65535
-    elif im.mode == "F" and a.size and np.nanmin(a) >= 0 and np.nanmax(a) <= 1: full = 1.0
-    elif a.size and a.min() >= 0 and a.max() <= 255: full = 255
-    elif a.size and a.min() >= 0 and a.max() <= 65535: full = 65535  # 16-bit data opened as mode I
-    else:  # arbitrary range: stretch min..max
-        a = a.astype(np.float64) - np.nanmin(a); full = max(float(np.nanmax(a)), 1e-12)
-    return Image.fromarray(_scale_to_uint8(np.nan_to_num(a), full), "L")
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    "Any PIL mode -> RGB; transparency composited on white."
-    if im.mode == "RGB": return im
-    if im.mode in _16BIT_MODES or im.mode in ("I", "F"): return _high_depth_to_l(im).convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return im.convert("RGB")
-
-# %% ../nbs/01_data.ipynb #62ba5458
-def _decode(fp, source: str, max_pixels: int | None) -> Image.Image:
-    "Open, size-check, fully decode, EXIF-rotate and RGB-convert an image from a file object."
-    try:
-        im = Image.open(fp)
-        w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageReadError(source, f"too large: {w}x{h} = {w*h:,} pixels exceeds max_pixels={max_pixels:,} "
-                                         "(decompression-bomb guard); pass a larger max_pixels if you trust it")
-        im.load()
-    except ImageReadError: raise
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(source, f"too large: {e} (PIL's decompression-bomb guard; raise "
-                                     "PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels if you trust it)") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(source, "not an image (no image format recognises its content)") from None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... for corrupt data
-        msg = str(e)
-        reason = "truncated: the image data ends early" if "truncated" in msg.lower() else "corrupt image data"
-        raise ImageReadError(source, f"{reason} ({type(e).__name__}: {msg})") from None
-    return _orient_and_convert(im, source)
-
-def _orient_and_convert(im: Image.Image, source: str) -> Image.Image:
-    "Apply the EXIF orientation tag (if any) and convert to RGB."
-    try: im = ImageOps.exif_transpose(im)
-    except Exception as e: warn_caller(f"{source}: ignoring unreadable EXIF orientation ({e})")
-    try: return _to_rgb(im)
-    except Exception as e: raise ImageReadError(source, f"unsupported pixel mode {im.mode!r} ({e})") from None
-
-# %% ../nbs/01_data.ipynb #41ab13aa
-def _array_to_pil(a: np.ndarray, source: str) -> Image.Image:
-    "HxW or HxWxC (C in 1, 3, 4) uint8/uint16/bool/float-in-[0,1] array -> RGB PIL image."
-    if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        hint = " (channels first? use a.transpose(1, 2, 0))" if a.ndim == 3 and a.shape[0] in (1, 3, 4) else ""
-        raise ImageReadError(source, f"array of shape {a.shape}: expected HxW, HxWx3 or HxWx4{hint}")
-    if a.size == 0: raise ImageReadError(source, f"empty array of shape {a.shape}")
-    if a.dtype == np.bool_: a = a.astype(np.uint8) * 255
-    elif a.dtype.kind == "u" and a.dtype.itemsize == 2: a = _scale_to_uint8(a, 65535)  # either byte order
-    elif np.issubdtype(a.dtype, np.floating):
-        lo, hi = float(np.min(a)), float(np.max(a))
-        if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0 and hi <= 1):
-            raise ImageReadError(source, f"float array with values in [{lo:.4g}, {hi:.4g}]: floats must lie in [0, 1] "
-                                         "(divide 0..255 data by 255, or pass uint8)")
-        a = _scale_to_uint8(a, 1.0)
-    elif a.dtype != np.uint8:
-        raise ImageReadError(source, f"array of dtype {a.dtype}: expected uint8, uint16, bool or float in [0, 1]")
-    mode = "L" if a.ndim == 2 else "RGB" if a.shape[-1] == 3 else "RGBA"
-    return _to_rgb(Image.fromarray(np.ascontiguousarray(a), mode))
-
-# %% ../nbs/01_data.ipynb #4c81a15b
-def read_image(src,  # path (str/Path), encoded bytes, PIL image, numpy HxW/HxWxC array, or torch CxHxW tensor
-               max_pixels: int | None = 89_478_485,  # refuse images with more pixels than this (decompression bombs)
-              ) -> Image.Image:
-    "Read `src` as an RGB PIL image with EXIF orientation applied, or raise `ImageReadError` saying why not."
-    if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file(): raise ImageReadError(str(path), "file not found" if not path.exists() else "not a file")
-        if path.stat().st_size == 0: raise ImageReadError(str(path), "empty file (0 bytes)")
-        with open(path, "rb") as f: return _decode(f, str(path), max_pixels)
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        if len(src) == 0: raise ImageReadError("<bytes>", "empty bytes (0 bytes)")
-        return _decode(io.BytesIO(bytes(src)), "<bytes>", max_pixels)
-    if isinstance(src, Image.Image):
-        source = getattr(src, "filename", "") or f"<PIL {src.mode} {src.size[0]}x{src.size[1]}>"
-        try: src.load()
-        except Exception as e: raise ImageReadError(source, f"corrupt or truncated image data ({type(e).__name__}: {e})") from None
-        out = _orient_and_convert(src, source)
-        return out.copy() if out is src else out
-    if isinstance(src, torch.Tensor):
-        t = src.detach().cpu()
-        if t.ndim not in (2, 3) or (t.ndim == 3 and t.shape[0] not in (1, 3, 4)):
-            raise ImageReadError("<tensor>", f"tensor of shape {tuple(src.shape)}: expected CxHxW with C in 1, 3, 4, "
-                                             "or HxW (one image, not a batch)")
-        if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64): t = t.float()  # e.g. bfloat16
-        return _array_to_pil((t.permute(1, 2, 0) if t.ndim == 3 else t).numpy(), "<tensor>")
-    if isinstance(src, np.ndarray): return _array_to_pil(src, "<array>")
-    raise InputTypeError(f"read_image: cannot read a {type(src).__name__}; pass a path, bytes, PIL image, numpy array or torch tensor")
+           'ImageSet', 'make_shapes', 'load_image_folder', 'safe_filename', 'class_disjoint_split',
+           'query_gallery_split', 'drop_rare_classes', 'glyph_template', 'draw_glyph', 'make_glyphs', 'load_fashion',
+           'load_attribute_file', 'load_photos']
 
 # %% ../nbs/01_data.ipynb #d15bba65
 class ImageSet(torch.utils.data.Dataset):

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .core import CbirError, InputError, NotFoundError, atomic_write_bytes, format_tag, load_set, read_file_set, read_sidecar, require_extra, save_set, warn_caller, write_file_set
-from .data import ImageReadError, ImageSet, load_image_folder, read_image
+from .data import ImageSet, load_image_folder
+from .reading import ImageReadError, read_image
 from .transforms import eval_transform, preset_of, resolve_weights
 
 logger = logging.getLogger(__name__)

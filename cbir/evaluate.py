@@ -156,22 +156,48 @@ def worst_queries(self: EvaluationReport, n: int = 5, by: str = "mAP") -> np.nda
 @patch(as_prop=True)
 def chance_precision(self: EvaluationReport) -> float:
     "Expected precision@K (any K) of a random ranking: mean R / N over the averaged queries."
-    p, n = self.protocol, self.n_relevant
-    ranked = max(float(p.get("n_gallery", self.rel.shape[1])) - float(p.get("removed_per_query", 0.0)), 1.0)
-    kept = n[n > 0] if (n > 0).any() else n
-    return float(np.mean(kept) / ranked)
+    return self.chance_at_k("P")[0]
+
+def _n_ranked(report) -> float:
+    "N, the items a query's ranking holds after removals (at least 1)."
+    p = report.protocol
+    return max(float(p.get("n_gallery", report.rel.shape[1])) - float(p.get("removed_per_query", 0.0)), 1.0)
+
+def _miss_all(n: float, r: np.ndarray, k: int) -> np.ndarray:
+    "Probability that k draws without replacement from n items miss all r relevant ones, per r."
+    out = np.ones(len(r))
+    for i in range(int(k)):
+        out *= np.clip((n - r - i) / (n - i), 0.0, 1.0)
+    return out
+
+@patch
+def chance_at_k(self: EvaluationReport, name: str, # "P", "R", "HR" or "nDCG"
+               ) -> list[float]: # one expected value per K of the report
+    "Expected `name`@K of a random ranking at each K of the report, averaged over the averaged queries (binary relevance)."
+    n = _n_ranked(self)
+    r = self.n_relevant[self.n_relevant > 0] if (self.n_relevant > 0).any() else self.n_relevant
+    r = np.asarray(r, np.float64)
+    out = []
+    for k in self.ks:
+        k = min(int(k), int(n))
+        disc = 1.0 / np.log2(np.arange(2, k + 2))
+        values = {"P": lambda: r / n, "R": lambda: np.full(len(r), k / n), "HR": lambda: 1.0 - _miss_all(n, r, k),
+                  "nDCG": lambda: (r / n) * disc.sum() / np.array([max(disc[:int(min(k, x))].sum(), 1e-12) for x in r])}
+        if name not in values: raise InputError(f"no chance level for {name!r}: choose from {list(values)}")
+        out.append(float(np.mean(values[name]())) if len(r) else 0.0)
+    return out
 
 # %% ../nbs/08_evaluate.ipynb #492f6049
 @patch
 def plot_metric_at_k(self: EvaluationReport,
                      names=("R", "HR", "P", "nDCG"), # metrics to draw, e.g. "R" for R@K
                      label: str = "", # prefix of each curve's name (e.g. the model)
-                     title: str = "", chance: bool = True, # draw the random ranking's precision@K (dashed)
+                     title: str = "", chance: bool = True, # draw each curve's chance level (dashed, same colour)
                     ):
-    "metric@K curves, one per metric name, with the chance level of precision@K."
+    "metric@K curves, one per metric name, each with the level a random ranking would reach."
     curves = {f"{label} {n}@K".strip(): (self.ks, [self.metrics[f"{n}@{k}"] for k in self.ks]) for n in names}
-    level = {f"{label} P@K".strip(): self.chance_precision} if chance and "P" in names else None
-    return viz.plot_metric_at_k(curves, ylabel="metric@K", title=title, chance=level)
+    levels = {f"{label} {n}@K".strip(): self.chance_at_k(n) for n in names if n in ("P", "R", "HR", "nDCG")} if chance else None
+    return viz.plot_metric_at_k(curves, ylabel="metric@K", title=title, chance=levels or None)
 
 # %% ../nbs/08_evaluate.ipynb #b797ca13
 @patch
@@ -182,7 +208,7 @@ def plot_pr_curve(self: EvaluationReport, label: str = "mean interpolated", titl
     fig = viz.plot_pr_curve({label: (self.recall_levels, self.precision_curve)}, title=title, steps=False)
     if chance:
         fig.axes[0].axhline(self.chance_precision, ls="--", color="grey", lw=1.2, label="chance")
-        fig.axes[0].legend(fontsize=9)
+        viz.legend_outside(fig.axes[0])
     return fig
 
 # %% ../nbs/08_evaluate.ipynb #a4b7be73

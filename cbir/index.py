@@ -21,7 +21,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from . import __version__
-from .core import InputError, NotFoundError, atomic_write_bytes, check_k, load_set, read_file_set, save_set, write_file_set
+from .core import InputError, NotFoundError, atomic_write_bytes, check_k, load_set, read_file_set, save_set, warn_caller, write_file_set
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = ['logger', 'METRICS', 'MISSING_INT', 'MISSING_STR', 'INDEX_MEMBERS', 'KINDS', 'l2_normalize', 'as_vectors', 'as_ids',
            'SearchResult', 'stores_own_ids', 'IndexLike', 'IndexBase', 'Index', 'default_nlist', 'default_pq_m',
            'factory_string', 'training_needs', 'estimate_memory', 'choose_index', 'check_expected',
-           'make_clustered_vectors', 'recall_at_k']
+           'make_clustered_vectors', 'ann_recall_at_k', 'recall_at_k']
 
 # %% ../nbs/05_index.ipynb #e8e477bb
 METRICS = {"l2": faiss.METRIC_L2, "ip": faiss.METRIC_INNER_PRODUCT, "cosine": faiss.METRIC_INNER_PRODUCT}
@@ -555,10 +555,16 @@ def make_clustered_vectors(n: int, dim: int, n_clusters: int | None = None,  # d
     return out, labels
 
 # %% ../nbs/05_index.ipynb #87543fa9
-def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int = 10) -> float:
+def ann_recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int = 10) -> float:
     """Mean fraction of the exact top-k found in the approximate top-k (missing slots count as misses)."""
     a, e = np.asarray(approx_ids)[:, :k], np.asarray(exact_ids)[:, :k]
     return float(np.mean([len(set(x.tolist()) & set(y.tolist())) / k for x, y in zip(a, e)]))
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int = 10) -> float:
+    "Deprecated name of `ann_recall_at_k`; `cbir.metrics.recall_at_k` is the R@K of a ranking, a different thing."
+    warn_caller("cbir.index.recall_at_k is now cbir.index.ann_recall_at_k (the share of the exact top-k an approximate "
+                "search finds); cbir.metrics.recall_at_k is the R@K of a ranking", DeprecationWarning)
+    return ann_recall_at_k(approx_ids, exact_ids, k)
 
 # %% ../nbs/05_index.ipynb #7ce7cc29
 @patch

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from . import __version__
 from .core import InputError, MissingExtraError, NotFoundError, ServiceError, UnreachableError, atomic_write_bytes, check_k, format_of, load_set, read_sidecar, save_set, warn_caller
 from .index import (KINDS, MISSING_INT, MISSING_STR, Index, IndexBase, SearchResult, as_ids, as_vectors, check_expected,
-                        choose_index, default_nlist, default_pq_m, estimate_memory, factory_string, l2_normalize, recall_at_k,
+                        choose_index, default_nlist, default_pq_m, estimate_memory, factory_string, l2_normalize, ann_recall_at_k,
                         stores_own_ids)
 
 # %% auto #0
@@ -53,7 +53,7 @@ def sweep_knob(index: Index, # a built index
     for value in (values if knob else [None]):
         res, secs = _best_seconds(lambda: index.search(queries, k, **({knob: value} if knob else {})), repeats)
         rows.append(dict(kind=index.kind, factory=index.factory, knob=knob, value=value,
-                         recall=recall_at_k(res.ids, exact_ids, k), qps=len(queries) / secs))
+                         recall=ann_recall_at_k(res.ids, exact_ids, k), qps=len(queries) / secs))
     return rows
 
 # %% ../nbs/reference/scale.ipynb #f13fe9d2

@@ -18,7 +18,8 @@ from fastcore.basics import patch
 from PIL import Image
 
 from .core import InputError, InputTypeError, check_k, warn_caller
-from .data import load_image_folder, read_image
+from .data import load_image_folder
+from .reading import read_image
 from .embed import MATCH_KEYS, config_differences
 from .index import INDEX_MEMBERS, Index, IndexLike, SearchResult, as_vectors, l2_normalize
 

@@ -12,7 +12,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from .core import InputError, require_extra, warn_caller
-from .data import read_image
+from .reading import read_image
 from .index import SearchResult
 
 # %% auto #0

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .core import DivergedError, InputError, warn_caller
-from .data import ImageSet, ImageReadError
+from .data import ImageSet
+from .reading import ImageReadError
 from .transforms import augment_batch
 from torch.utils.data import DataLoader
 

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['HIT_COLOR', 'MISS_COLOR', 'QUERY_COLOR', 'HIT_MARK', 'MISS_MARK', 'CAPTION_PT', 'show_image', 'show_query_grid',
-           'show_results', 'save_figure', 'plot_metric_at_k', 'plot_pr_curve', 'project_2d', 'plot_embedding_map',
-           'plot_embedding_maps', 'SearchPanel']
+           'show_results', 'save_figure', 'legend_outside', 'plot_metric_at_k', 'plot_pr_curve', 'project_2d',
+           'plot_embedding_map', 'plot_embedding_maps', 'SearchPanel']
 
 # %% ../nbs/07_viz.ipynb #7478adec
 import io
@@ -22,7 +22,8 @@ from matplotlib.patches import Rectangle
 from fastcore.basics import patch
 
 from .core import InputError, atomic_write_bytes
-from .data import ImageSet, read_image
+from .data import ImageSet
+from .reading import read_image
 from .metrics import pr_points
 
 # %% ../nbs/07_viz.ipynb #f602d7bd
@@ -115,6 +116,10 @@ def _check_chance(chance, curves: dict):
         if np.ndim(level) and (name not in curves or len(curves[name][0]) != len(level)):
             raise InputError(f"chance for {name!r}: a list of levels needs a curve of that name with as many K values.")
 
+def legend_outside(ax):
+    "The legend right of the axes, so that it never covers a curve."
+    ax.legend(fontsize=CAPTION_PT, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
 def plot_metric_at_k(curves: dict, # name -> (ks, values), e.g. {"resnet18": ([1, 5, 10], [0.6, 0.8, 0.9])}
                      ylabel: str = "metric", # what the values are, e.g. "Recall@K"
                      title: str = "", ax=None,
@@ -125,12 +130,12 @@ def plot_metric_at_k(curves: dict, # name -> (ks, values), e.g. {"resnet18": ([1
     for name, (ks, values) in curves.items():
         if len(ks) != len(values): raise InputError(f"curve {name!r}: {len(ks)} K values but {len(values)} metric values.")
     _check_chance(chance, curves)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 3.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.6, 3.4))
     colors = {name: ax.plot(ks, values, marker="o", label=name)[0].get_color() for name, (ks, values) in curves.items()}
     _chance_lines(ax, chance, curves, colors)
     ticks = sorted({int(k) for ks, _ in curves.values() for k in ks})
     ax.set_xscale("log"); ax.set_xticks(ticks, [str(k) for k in ticks]); ax.minorticks_off(); ax.set_xlabel("K"); ax.set_ylabel(ylabel); ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3); ax.legend(fontsize=CAPTION_PT)
+    ax.grid(alpha=0.3); legend_outside(ax)
     if title: ax.set_title(title, fontsize=10)
     return fig
 
@@ -143,7 +148,7 @@ def plot_pr_curve(curves: dict, # name -> (recall, precision) arrays of equal le
     if not curves: raise InputError("plot_pr_curve needs at least one curve: {name: (recall, precision)}.")
     for name, (recall, precision) in curves.items():
         if len(recall) != len(precision): raise InputError(f"curve {name!r}: recall and precision lengths differ.")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.6, 3.6))
     for name, (recall, precision) in curves.items():
         r, p = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
         if steps:  # the hits only (where recall rises): a miss adds no point, so no spur down to its precision
@@ -151,7 +156,7 @@ def plot_pr_curve(curves: dict, # name -> (recall, precision) arrays of equal le
             r, p = np.r_[0.0, r[hit]], np.r_[p[hit][:1], p[hit]]  # start at recall 0 with the first hit's precision
         ax.plot(r, p, label=name, drawstyle="steps-pre" if steps else "default", marker=None if steps else "o")
     ax.set_xlabel("recall"); ax.set_ylabel("precision"); ax.set_xlim(0, 1.02); ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3); ax.legend(fontsize=CAPTION_PT); ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3); legend_outside(ax); ax.set_title(title, fontsize=10)
     return fig
 
 # %% ../nbs/07_viz.ipynb #5e597116

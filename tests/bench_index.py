@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from cbir.index import KINDS, Index, make_clustered_vectors, recall_at_k
+from cbir.index import KINDS, Index, make_clustered_vectors, ann_recall_at_k
 from cbir.scale import KNOBS, estimate_memory, sweep_knob  # the scale-out lesson, nbs/reference/scale.ipynb
 
 SIZES = {  # n, dim, queries, kinds, build options
@@ -53,7 +53,7 @@ def rerank_sweep(index: Index, queries, exact_ids, base, values, k_factor: int =
         for value in values:
             res, secs = timed(lambda: index.search_reranked(queries, 10, on_disk, k_factor=k_factor, nprobe=value), repeats=2)
             rows.append(dict(kind=f"{index.kind}+rerank", factory=f"{index.factory} + disk re-rank x{k_factor}", knob="nprobe",
-                             value=value, recall=recall_at_k(res.ids, exact_ids), qps=len(queries) / secs))
+                             value=value, recall=ann_recall_at_k(res.ids, exact_ids), qps=len(queries) / secs))
         del on_disk
     return rows
 
@@ -81,7 +81,7 @@ def run(size: str = "small", kinds=None, png: str | None = None, threads: int = 
     flat, flat_build = timed(lambda: Index.build(base, kind="flat", metric="l2"))
     exact, exact_s = timed(lambda: flat.search(queries, 10), repeats=2)
     np_ids, numpy_s = timed(lambda: numpy_topk_l2(base, queries, 10), repeats=2)
-    agree = recall_at_k(np_ids, exact.ids)
+    agree = ann_recall_at_k(np_ids, exact.ids)
     exact_qps, numpy_qps = nq / exact_s, nq / numpy_s
     log("## Exact search, 1 run each (best of 2), k=10\n")
     log("| method | seconds | QPS | ratio vs numpy |\n|---|---|---|---|")

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from cbir.index import Index, make_clustered_vectors, recall_at_k
+from cbir.index import Index, make_clustered_vectors, ann_recall_at_k
 
 
 def _timed(fn):
@@ -39,10 +39,10 @@ def server_rows(base, probe, truth, queries, hnsw_m=32, efs=(16, 64, 128), nprob
     ivf, s_i = _timed(lambda: Index.build(base, kind="ivf", metric="l2", nlist=1024))
     for ef in efs:
         res, t = _fastest(lambda: hnsw.search(probe, k=10, ef_search=ef))
-        rows.append((f"FAISS HNSW{hnsw_m} ef {ef}", s_h, queries / t, recall_at_k(res.ids, truth, 10)))
+        rows.append((f"FAISS HNSW{hnsw_m} ef {ef}", s_h, queries / t, ann_recall_at_k(res.ids, truth, 10)))
     for npb in nprobes:
         res, t = _fastest(lambda: ivf.search(probe, k=10, nprobe=npb))
-        rows.append((f"FAISS IVF1024,Flat nprobe {npb}", s_i, queries / t, recall_at_k(res.ids, truth, 10)))
+        rows.append((f"FAISS IVF1024,Flat nprobe {npb}", s_i, queries / t, ann_recall_at_k(res.ids, truth, 10)))
     with tempfile.TemporaryDirectory() as tmp:
         default_server.set_base_dir(tmp); default_server.start()
         try:
@@ -56,7 +56,7 @@ def server_rows(base, probe, truth, queries, hnsw_m=32, efs=(16, 64, 128), nprob
                 mv.search(probe[:10], k=10)  # warm-up
                 for v in values:
                     res, t = _fastest(lambda: mv.search(probe, k=10, **{knob: v}))
-                    rows.append((f"Milvus server {itype} {'ef' if knob == 'ef_search' else 'nprobe'} {v}", s, queries / t, recall_at_k(res.ids, truth, 10)))
+                    rows.append((f"Milvus server {itype} {'ef' if knob == 'ef_search' else 'nprobe'} {v}", s, queries / t, ann_recall_at_k(res.ids, truth, 10)))
         finally: default_server.stop()
     return rows
 
@@ -72,14 +72,14 @@ def run(n=100_000, dim=128, queries=1000, milvus_types=("FLAT", "HNSW"), hnsw_m=
     rows.append(("FAISS Flat", s, queries / t, 1.0))
     hnsw, s = _timed(lambda: Index.build(base, kind="hnsw", metric="l2", hnsw_m=hnsw_m))
     res, t = _timed(lambda: hnsw.search(probe, k=10, ef_search=64))
-    rows.append((f"FAISS HNSW{hnsw_m} (efSearch 64)", s, queries / t, recall_at_k(res.ids, truth, 10)))
+    rows.append((f"FAISS HNSW{hnsw_m} (efSearch 64)", s, queries / t, ann_recall_at_k(res.ids, truth, 10)))
     with tempfile.TemporaryDirectory() as tmp:
         for itype in milvus_types:
             params = {"M": hnsw_m, "efConstruction": 40} if itype == "HNSW" else None
             mv, s = _timed(lambda: MilvusIndex.build(base, metric="l2", uri=f"{tmp}/bench.db", collection=f"b_{itype.lower()}",
                                                      index_type=itype, index_params=params).wait_for_index())
             res, t = _timed(lambda: mv.search(probe, k=10, ef_search=64 if itype == "HNSW" else None))
-            rows.append((f"Milvus Lite {itype}" + (" (ef 64)" if itype == "HNSW" else ""), s, queries / t, recall_at_k(res.ids, truth, 10)))
+            rows.append((f"Milvus Lite {itype}" + (" (ef 64)" if itype == "HNSW" else ""), s, queries / t, ann_recall_at_k(res.ids, truth, 10)))
             mv.client.drop_collection(mv.collection); mv.client.close()
     if server: rows += server_rows(base, probe, truth, queries, hnsw_m)
     print(f"{n:,} x {dim} vectors, {queries:,} queries, k=10, L2")

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cbir.data import ImageReadError, ImageSet, load_image_folder, make_shapes
+from cbir.data import ImageSet, load_image_folder, make_shapes
+from cbir.reading import ImageReadError
 
 
 def _set(n=6, attrs=True):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cbir.data import ImageReadError, load_image_folder, read_image
+from cbir.data import load_image_folder
+from cbir.reading import ImageReadError, read_image
 from conftest import png_header_claiming
 
 

@@ -36,7 +36,7 @@ def _missing(what: str):
 
 def _sources() -> list[Path]:
     "Everything the site is built from."
-    pats = ["nbs/*.ipynb", "nbs/tutorials/*.ipynb", "nbs/reference/*.ipynb", "docs/*.py", "cbir/*.py", "mkdocs.yml"]
+    pats = ["nbs/*.ipynb", "nbs/tutorials/*.ipynb", "nbs/reference/*.ipynb", "docs/*.py", "docs/stylesheets/*.css", "cbir/*.py", "mkdocs.yml"]
     return [p for pat in pats for p in ROOT.glob(pat)]
 
 
@@ -239,3 +239,19 @@ def test_every_notebook_and_module_has_a_page(site):
              if not m.name.startswith("_")]
     missing = [str(w) for w in want if not (site / w / "index.html").exists()]
     assert not missing, f"no page for {missing}"
+
+
+_WIDE = """() => Array.from(document.querySelectorAll('article pre')).filter(p => p.scrollWidth > p.clientWidth + 1).map(
+    p => ({kind: p.closest('.jp-OutputArea') ? 'output' : 'code', over: p.scrollWidth - p.clientWidth,
+           line: p.innerText.split('\\n').reduce((a, b) => b.length > a.length ? b : a, '').slice(0, 80)}))"""
+
+
+def test_teaching_track_code_does_not_scroll_sideways(browser, server):
+    "At a 1280-px window no code block or text output of a teaching lesson needs a horizontal scroll bar."
+    wide = {}
+    for nb in course.teaching_track():
+        page, _ = _open(browser, urljoin(server, f"{nb.stem}/"))
+        if found := page.evaluate(_WIDE): wide[nb.stem] = found
+        page.close()
+    assert not wide, "blocks that scroll sideways at 1280 px:\n" + "\n".join(
+        f"{stem}: {len(f)} ({sum(x['kind'] == 'code' for x in f)} code), e.g. {f[0]}" for stem, f in wide.items())

@@ -90,6 +90,6 @@ def test_empty_input_is_a_clear_error(tmp_path, small_cnn):
 
 
 def test_embed_one_bad_input_names_the_image(tmp_path, small_cnn):
-    from cbir.data import ImageReadError
+    from cbir.reading import ImageReadError
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff garbage")
     with pytest.raises(ImageReadError, match="bad.jpg"): small_cnn.embed_one(tmp_path / "bad.jpg")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cbir.index import (KINDS, MISSING_INT, Index, choose_index, default_nlist, estimate_memory, factory_string,
-                        make_clustered_vectors, recall_at_k, training_needs)
+                        make_clustered_vectors, ann_recall_at_k, training_needs)
 from cbir.scale import PCAWhitening
 
 faiss.omp_set_num_threads(1)
@@ -35,7 +35,7 @@ def test_every_kind_finds_neighbours_and_maps_ids(data, built):
     base, queries, truth = data
     for kind, index in built.items():
         res = index.search(queries, 10, **({"nprobe": 32} if "IVF" in index.factory else {}))
-        r = recall_at_k(res.ids, truth)
+        r = ann_recall_at_k(res.ids, truth)
         assert r > (0.95 if kind in ("flat", "ivf", "hnsw", "ivfpq_refine") else 0.4), (kind, r)
         ok = res.valid
         np.testing.assert_array_equal(index.ids[res.positions[ok]], res.ids[ok])
@@ -46,15 +46,15 @@ def test_knobs_are_per_search_and_restored(data, built):
     _, queries, truth = data
     ivf = built["ivf"]
     before = faiss.extract_index_ivf(ivf.index).nprobe
-    low = recall_at_k(ivf.search(queries, 10, nprobe=1).ids, truth)
-    high = recall_at_k(ivf.search(queries, 10, nprobe=32).ids, truth)
+    low = ann_recall_at_k(ivf.search(queries, 10, nprobe=1).ids, truth)
+    high = ann_recall_at_k(ivf.search(queries, 10, nprobe=32).ids, truth)
     assert high > low and high == 1.0
     assert faiss.extract_index_ivf(ivf.index).nprobe == before
     hnsw = built["hnsw"]
     ef = faiss.downcast_index(hnsw.index.index).hnsw.efSearch
-    assert recall_at_k(hnsw.search(queries, 10, ef_search=128).ids, truth) >= recall_at_k(hnsw.search(queries, 10, ef_search=10).ids, truth)
+    assert ann_recall_at_k(hnsw.search(queries, 10, ef_search=128).ids, truth) >= ann_recall_at_k(hnsw.search(queries, 10, ef_search=10).ids, truth)
     assert faiss.downcast_index(hnsw.index.index).hnsw.efSearch == ef
-    assert recall_at_k(built["ivfpq_refine"].search(queries, 10, nprobe=32, k_factor=8).ids, truth) > 0.95
+    assert ann_recall_at_k(built["ivfpq_refine"].search(queries, 10, nprobe=32, k_factor=8).ids, truth) > 0.95
 
 
 def test_knob_errors_and_clamping(data, built, caplog):
@@ -191,9 +191,9 @@ def test_search_reranked_from_memmap(data, built, tmp_path):
     np.save(tmp_path / "base.npy", base)
     on_disk = np.load(tmp_path / "base.npy", mmap_mode="r")
     pq = built["ivfpq"]
-    plain = recall_at_k(pq.search(queries, 10, nprobe=8).ids, truth)
+    plain = ann_recall_at_k(pq.search(queries, 10, nprobe=8).ids, truth)
     reranked = pq.search_reranked(queries, 10, on_disk, k_factor=10, nprobe=8)
-    assert recall_at_k(reranked.ids, truth) > max(plain + 0.1, 0.9)
+    assert ann_recall_at_k(reranked.ids, truth) > max(plain + 0.1, 0.9)
     assert (np.diff(reranked.distances, axis=1) >= -1e-5).all()  # l2: ascending after exact re-ranking
     # exact distances: equal to what a flat index reports for the same items
     flat = built["flat"].search(queries, 10)

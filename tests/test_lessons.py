@@ -30,6 +30,11 @@ def _runs(cell: dict) -> bool:
     return cell["cell_type"] == "code" and src.strip() and "#| eval: false" not in src and "#|eval: false" not in src
 
 
+def _hidden(cell: dict) -> bool:
+    "A `#| hide` cell: it runs, but a reader never sees it or its output."
+    return any(line.strip() in ("#| hide", "#|hide") for line in "".join(cell["source"]).splitlines())
+
+
 def _meant_to_show(src: str) -> bool:
     "The cell ends in an expression whose value Jupyter displays, or it draws, prints or displays something."
     code = "\n".join(l for l in src.splitlines() if not l.lstrip().startswith(("%", "!")))
@@ -60,7 +65,7 @@ def test_lesson_is_committed_executed(nb):
         if not _runs(c): continue
         src = "".join(c["source"])
         if any(o.get("output_type") == "error" for o in c.get("outputs", [])): errors.append(i)
-        if _meant_to_show(src) and not c.get("outputs"): missing.append(f"cell {i}: {src.splitlines()[-1][:70]!r}")
+        if _meant_to_show(src) and not c.get("outputs") and not _hidden(c): missing.append(f"cell {i}: {src.splitlines()[-1][:70]!r}")
     assert not errors, f"{nb.name}: cells {errors} were committed with an error output"
     assert not missing, (f"{nb.name} was committed without the outputs of {len(missing)} cells that display something "
                          f"(execute it and save, e.g. `nbdev-test --path {nb.relative_to(NBS.parent)} --save`):\n" + "\n".join(missing))

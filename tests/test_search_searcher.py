@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
 
-from cbir.data import ImageReadError, make_shapes, read_image
+from cbir.data import make_shapes
+from cbir.reading import ImageReadError, read_image
 from cbir.index import Index, MISSING_INT, MISSING_STR
 from cbir.search import (KReciprocal, QueryExpansion, Searcher, expand_queries, k_reciprocal_rerank, l2_normalize,
                          pairwise_sq_l2)
