@@ -20,7 +20,8 @@ from torch import nn
 
 from .core import InputError, warn_caller
 from .data import ImageSet, load_attribute_file
-from .embed import Embedder, EmbedderBase, save_checkpoint, load_checkpoint, read_checkpoint_sidecar
+from .embed import Embedder, EmbedderBase
+from .checkpoints import load_checkpoint, read_checkpoint_sidecar, save_checkpoint
 from .evaluate import evaluate
 from .losses import triplet_loss, ntxent_loss
 from .search import Searcher

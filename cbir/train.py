@@ -22,7 +22,8 @@ from .reading import ImageReadError
 from .transforms import augment_batch
 from torch.utils.data import DataLoader
 
-from .embed import Embedder, ImageSource, auto_num_workers, collate_skipping_failures, save_checkpoint, load_checkpoint
+from .embed import Embedder, ImageSource, auto_num_workers, collate_skipping_failures
+from .checkpoints import load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .losses import make_loss, MetricLoss
 from .mining import PKSampler, CrossBatchMemory, make_miner

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cbir.embed import Embedder, load_checkpoint, save_checkpoint
+from cbir.checkpoints import load_checkpoint, save_checkpoint
+from cbir.embed import Embedder
 
 
 def changed(emb: Embedder) -> Embedder:

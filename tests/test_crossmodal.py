@@ -175,7 +175,7 @@ def test_training_writes_checkpoints_that_reload(trained):
 def test_checkpoint_kinds_are_not_mixed_up(trained, tmp_path):
     _, t, train, val, out = trained
     emb = Embedder.from_name("smallcnn", weights=None, image_size=32, projection=16)
-    from cbir.embed import save_checkpoint
+    from cbir.checkpoints import save_checkpoint
     save_checkpoint(emb, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="plain image-embedder checkpoint: it has no attribute encoder"):
         CrossModal.from_checkpoint(tmp_path / "plain.pt")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cbir.data import class_disjoint_split, make_glyphs
-from cbir.embed import Embedder, load_checkpoint
+from cbir.checkpoints import load_checkpoint
+from cbir.embed import Embedder
 from cbir.train import COLLAPSE_EPOCHS, Trainer, cache_images, class_retrieval, embed_tensor, embedding_spread
 
 
