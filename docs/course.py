@@ -65,23 +65,11 @@ def visible_imports(nb: Path) -> dict[str, list[int]]:
     return out
 
 
-def module_imports(nb: Path) -> set[str]:
-    "cbir modules the notebook's exported code imports."
-    return {name for c in cells(nb) if re.search(r"^#\|\s*export", source(c), re.M)
-            for m in IMPORT.finditer(source(c)) if not (name := next(g for g in m.groups() if g)).startswith("_")}
-
-
 def stated_minutes(nb: Path) -> int | None:
     "The learner time a lesson states at its top (`**Time:** about N minutes`)."
     for c in cells(nb)[:4]:
         if c["cell_type"] == "markdown" and (m := TIME.search(source(c))): return int(m.group(1))
     return None
-
-
-def title(nb: Path) -> str:
-    "The notebook's first `# heading`."
-    return next((line[2:].strip() for c in cells(nb) if c["cell_type"] == "markdown"
-                 for line in source(c).splitlines() if line.startswith("# ")), nb.stem)
 
 
 def estimated_minutes(nb: Path) -> int:
