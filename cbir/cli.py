@@ -6,7 +6,8 @@
 __all__ = ['DEMO_SPLIT', 'DEFAULT_MINERS', 'COMMANDS', 'choose_weights', 'make_embedder', 'evaluate_embedding',
            'demo_metric_names', 'format_table', 'train_demo_cnn', 'real_photo_demo', 'run_demo', 'trainable_embedder',
            'train_command', 'train_attribute_model', 'build_folder_index', 'embedder_from_config',
-           'crossmodal_from_config', 'search_folder_index', 'Option', 'Command', 'add_command', 'build_parser', 'main']
+           'crossmodal_from_config', 'personal_search', 'search_folder_index', 'Option', 'Command', 'add_command',
+           'build_parser', 'main']
 
 # %% ../nbs/reference/cli.ipynb #650ccbd8
 import argparse
@@ -34,6 +35,9 @@ from .losses import LOSSES
 from .mining import MINERS
 from .train import CACHE_GB, Trainer, cache_images, class_retrieval, embed_tensor
 from .crossmodal import CrossModal, CrossModalTrainer, attribute_retrieval, load_attributes
+from .search import Searcher
+from .logs import read_log
+from .interactions import InteractionRerank, engagement, popularity, taste_vectors
 
 # %% ../nbs/reference/cli.ipynb #1027b2c2
 def choose_weights(backbone: str, # torchvision model name, e.g. "resnet18", or "efficientnet_lite0"
@@ -404,11 +408,32 @@ def crossmodal_from_config(cfg: dict) -> CrossModal:
     return model
 
 # %% ../nbs/reference/cli.ipynb #d8fda7b6
+def personal_search(index, embedder, queries: list, k: int, user: str | None, interactions: str | None,
+                    w_pop: float, w_user: float):
+    "Image queries re-ranked for `user` by `InteractionRerank`, with popularity and taste read from the log `interactions`."
+    if not (user and interactions): raise InputError("--user and --interactions go together: name the user and the log")
+    log, report = read_log(interactions, item_ids=index.ids)
+    print(report)
+    mine = log[log.user_id == user]
+    if mine.empty: print(f"user {user} has no interactions in {interactions}: results are re-ranked by popularity only")
+    try: gallery = index.vectors()
+    except (RuntimeError, AttributeError):
+        raise InputError(f"re-ranking for a user needs the gallery vectors, which this {index.kind} index cannot return: "
+                         "build the index with --kind flat") from None
+    taste = taste_vectors(engagement(mine, [user], index.ids), gallery)[0]
+    rerank = InteractionRerank(popularity(engagement(log, None, index.ids)), gallery, taste, w_pop=w_pop, w_user=w_user)
+    vectors = np.stack([embedder.embed_one(q) for q in queries])
+    return Searcher(None, index, gallery_vectors=gallery).search_embeddings(vectors, k, rerank=rerank)
+
 def search_folder_index(index_dir: str, # folder written by `cbir index --out`
                         queries: list[str] = (), # query image files
                         k: int = 10, # results per query
                         grid: str | None = None, # also write a result grid PNG to this path
                         attributes: list[str] | None = None, # attribute queries instead of images, e.g. ["red,striped"]; need an index built with a checkpoint from `cbir train --attributes`
+                        user: str | None = None, # re-rank for this user (with --interactions): by popularity and by the user's taste
+                        interactions: str | None = None, # an interaction log (CSV, see the reference notebook `logs`); its item_id are the index's ids
+                        w_pop: float = 0.3, # with --user: weight of the items' popularity in the log
+                        w_user: float = 1.0, # with --user: weight of the user's taste (the mean image vector of what they engaged with)
                         ) -> list[list[tuple[str, float]]]:
     "Search an index written by `cbir index` with query images or attribute queries; print and return (id, score) per query."
     check_k(k)
@@ -416,6 +441,7 @@ def search_folder_index(index_dir: str, # folder written by `cbir index --out`
         warn_caller("attributes=True is deprecated: pass the attribute queries themselves, attributes=[...]", DeprecationWarning)
         queries, attributes = (), list(queries)
     if bool(len(queries)) == bool(attributes): raise InputError("give query images or --attributes QUERY, not both and not neither")
+    if attributes and (user or interactions): raise InputError("--user and --interactions re-rank image queries, not --attributes")
     index = open_index(index_dir)  # FAISS or Milvus, as DIR's sidecar says
     cfg = index.embedder_config
     if attributes:
@@ -423,11 +449,14 @@ def search_folder_index(index_dir: str, # folder written by `cbir index --out`
         model = crossmodal_from_config(cfg)
         res = index.search(model.encode_attributes(list(attributes)), k=k)
         queries = attributes
+    elif user is not None or interactions is not None:
+        res = personal_search(index, embedder_from_config(cfg), queries, k, user, interactions, w_pop, w_user)
     else:
         embedder = embedder_from_config(cfg)
         res = index.search(np.stack([embedder.embed_one(q) for q in queries]), k=k)
     hits = [[(str(i), float(d)) for i, d in zip(ids, dists)] for ids, dists in zip(res.ids, res.distances)]
-    better = "higher is closer" if index.metric in ("cosine", "ip") else "lower is closer"
+    better = ("blended score, higher is better" if res.metric == "blend" else
+              "higher is closer" if index.metric in ("cosine", "ip") else "lower is closer")
     for q, row in zip(queries, hits):
         print(f"{q}  ({index.metric}, {better})")
         for rank, (i, d) in enumerate(row, 1): print(f"  {rank:3d}  {d:8.4f}  {i}")
