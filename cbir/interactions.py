@@ -17,9 +17,9 @@ from .metrics import ndcg_at_k, precision_at_k, reciprocal_rank
 from .logs import EVENTS, Sessions, Shoppers, rows_of
 
 # %% auto #0
-__all__ = ['WEIGHTS', 'click_rate_by_position', 'examination_from_shuffled', 'engagement', 'popularity', 'implicit_als',
-           'taste_vectors', 'blend', 'affinity', 'InteractionRerank', 'rocchio', 'feedback_rounds', 'offline_metrics',
-           'rerank_sessions', 'estimate_clicks', 'true_clicks']
+__all__ = ['WEIGHTS', 'MAX_DENSE', 'click_rate_by_position', 'examination_from_shuffled', 'engagement', 'popularity',
+           'implicit_als', 'taste_vectors', 'blend', 'affinity', 'InteractionRerank', 'rocchio', 'feedback_rounds',
+           'offline_metrics', 'rerank_sessions', 'estimate_clicks', 'true_clicks']
 
 # %% ../nbs/14_interactions.ipynb #25725de9
 def click_rate_by_position(sessions: Sessions) -> np.ndarray:
@@ -41,6 +41,7 @@ def examination_from_shuffled(sessions: Sessions, # logged searches, some of the
 
 # %% ../nbs/14_interactions.ipynb #6e646ef6
 WEIGHTS = dict(click=1.0, like=2.0, purchase=5.0, dwell=0.02)  # engagement per event, and per second of dwell on a click
+MAX_DENSE = 200_000_000  # cells of a dense users x items matrix (1.6 GB as float64): beyond, a sparse library is the tool
 
 def engagement(log: pd.DataFrame, # an interaction log (`simulate_log`, `cbir.logs.read_log`)
                user_ids, # the users, one row each (e.g. `users.index`); None: one row, everybody together
@@ -51,6 +52,9 @@ def engagement(log: pd.DataFrame, # an interaction log (`simulate_log`, `cbir.lo
     "(U, N) engagement score of each user with each item: a weighted sum of their clicks, dwell, purchases and likes."
     w = {**WEIGHTS, **(weights or {})}
     if unknown := set(w) - set(EVENTS) - {"dwell"}: raise InputError(f"unknown weights {sorted(unknown)}: use {list(EVENTS)} and 'dwell'")
+    size = (1 if user_ids is None else len(user_ids)) * len(item_ids)
+    if size > MAX_DENSE: raise InputError(f"engagement makes a dense users x items matrix, here {size:,} cells (limit {MAX_DENSE:,}): "
+                                          "pass the users you need (one user: [user_id]), or None for popularity")
     u = np.zeros(len(log), np.int64) if user_ids is None else rows_of(log.user_id, user_ids)
     i = rows_of(log.item_id, item_ids)
     score = log.event.astype(str).map(lambda e: w.get(e, 0.0)).to_numpy(np.float64, copy=True)
@@ -84,6 +88,9 @@ def implicit_als(scores: np.ndarray, # (U, N) engagement (0: no interaction)
     "User and item vectors whose dot product predicts who interacts with what (Hu, Koren & Volinsky 2008)."
     scores = np.asarray(scores, np.float64)
     if scores.ndim != 2 or (scores < 0).any(): raise InputError(f"scores must be a non-negative (U, N) matrix, got {scores.shape}")
+    if scores.size * factors > MAX_DENSE:
+        raise InputError(f"implicit_als works on dense matrices and {scores.shape} x {factors} factors is too large for it: "
+                         "use a sparse implementation (e.g. the `implicit` package) for logs of this size")
     pref, conf = (scores > 0).astype(np.float64), 1 + alpha * scores
     items = np.random.default_rng(seed).normal(0, 0.1, (scores.shape[1], factors))
     for _ in range(iters):
