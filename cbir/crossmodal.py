@@ -19,7 +19,8 @@ from fastcore.basics import patch
 from torch import nn
 
 from .core import InputError, warn_caller
-from .data import ImageSet, load_attribute_file
+from .data import ImageSet
+from .datasets import load_attribute_file
 from .embed import Embedder, EmbedderBase
 from .checkpoints import load_checkpoint, read_checkpoint_sidecar, save_checkpoint
 from .evaluate import evaluate

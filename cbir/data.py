@@ -5,7 +5,6 @@
 # %% ../nbs/01_data.ipynb #247cdcb7
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -28,10 +27,9 @@ from .reading import ImageReadError, read_image
 from .core import ExistsError, InputError, InputTypeError, MissingExtraError, NotFoundError, atomic_write_bytes, read_file_set, require_extra, warn_caller, write_file_set
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'FASHION_SMALL', 'FASHION_NOT_ATTRIBUTES', 'PHOTOS',
-           'ImageSet', 'make_shapes', 'load_image_folder', 'safe_filename', 'class_disjoint_split',
-           'query_gallery_split', 'drop_rare_classes', 'glyph_template', 'draw_glyph', 'make_glyphs', 'load_fashion',
-           'load_attribute_file', 'load_photos']
+__all__ = ['SHAPES', 'COLORS', 'FILLS', 'SIZES', 'IMAGE_EXTENSIONS', 'PHOTOS', 'ImageSet', 'make_shapes', 'load_image_folder',
+           'safe_filename', 'class_disjoint_split', 'query_gallery_split', 'drop_rare_classes', 'glyph_template',
+           'draw_glyph', 'make_glyphs', 'load_photos']
 
 # %% ../nbs/01_data.ipynb #d15bba65
 class ImageSet(torch.utils.data.Dataset):
@@ -464,129 +462,6 @@ def make_glyphs(n: int = 4000,  # number of images (at least 2 per class)
             images.append(draw_glyph(img, templates[labels[i]], affine[i], int(width[i]), colour[j], where[i]))
     return ImageSet(images, labels, [f"glyph-{c:03d}" for c in range(n_classes)],
                     [f"glyphs-{i:06d}" for i in range(n)], name="glyphs")
-
-# %% ../nbs/01_data.ipynb #2f816dd0
-FASHION_SMALL = "paramaggarwal/fashion-product-images-small/versions/1"
-FASHION_NOT_ATTRIBUTES = ("id", "productDisplayName")  # free text / identifiers, not categorical attributes
-
-def _find_file(root: Path, name: str) -> Path:
-    "The shallowest file called `name` under root (the archive may nest everything under e.g. myntradataset/)."
-    for candidate in (root / name, root / "myntradataset" / name, root / "fashion-dataset" / name):
-        if candidate.is_file(): return candidate
-    found = sorted(root.rglob(name), key=lambda p: (len(p.parts), str(p)))
-    if not found: raise NotFoundError(f"no {name} anywhere under {root}: is this the Fashion Product Images dataset?")
-    return found[0]
-
-def _read_csv_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    "Header, well-formed rows, and line numbers of malformed rows (wrong number of fields)."
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:  # -sig: tolerate a byte-order mark
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader)]
-        rows, malformed = [], []
-        for row in reader:
-            if not row: continue
-            if len(row) == len(header): rows.append([v.strip() for v in row])
-            else: malformed.append(reader.line_num)
-    return header, rows, malformed
-
-# %% ../nbs/01_data.ipynb #97928d5e
-def load_fashion(handle: str = FASHION_SMALL,  # kagglehub dataset handle; with /versions/N a cached copy needs no network
-                 label: str = "articleType",  # styles.csv column used as the class
-                 attribute_columns: Sequence[str] | None = None,  # columns turned into attributes (default: all others)
-                 path: str | os.PathLike | None = None,  # use this already-downloaded folder instead of kagglehub
-                ) -> ImageSet:
-    "Fashion Product Images as a lazy ImageSet; malformed rows and rows without an image are skipped, counted, warned."
-    if path is None:
-        import kagglehub
-        path = kagglehub.dataset_download(handle)
-    styles = _find_file(Path(path), "styles.csv")
-    images_dir = styles.parent / "images"
-    if not images_dir.is_dir():  # images/ not beside styles.csv: take the shallowest images/ folder
-        images_dir = next((d for d in sorted(Path(path).rglob("images"), key=lambda p: len(p.parts)) if d.is_dir()), images_dir)
-    header, rows, malformed = _read_csv_rows(styles)
-    if "id" not in header or label not in header:
-        raise InputError(f"load_fashion: {styles} needs columns 'id' and {label!r}; it has {header}")
-    attribute_columns = [c for c in header if c not in (label, *FASHION_NOT_ATTRIBUTES)] if attribute_columns is None else list(attribute_columns)
-    if unknown := [c for c in attribute_columns if c not in header]: raise InputError(f"load_fashion: no columns {unknown} in {header}")
-    on_disk = set(os.listdir(images_dir)) if images_dir.is_dir() else set()
-    col = {c: header.index(c) for c in header}
-    kept, skipped, seen, missing_examples = [], Counter(), set(), []
-    for row in rows:
-        pid = row[col["id"]]
-        if not row[col[label]]: skipped["with an empty label"] += 1
-        elif pid in seen: skipped["with a repeated id"] += 1
-        elif f"{pid}.jpg" not in on_disk:
-            skipped["whose image file is missing"] += 1; missing_examples.append(f"{pid}.jpg")
-        else: kept.append(row); seen.add(pid)
-    return _fashion_imageset(kept, col, label, attribute_columns, images_dir, styles, malformed, skipped, missing_examples)
-
-# %% ../nbs/01_data.ipynb #bd19a06b
-def _fashion_imageset(rows, col, label, attribute_columns, images_dir, styles, malformed, skipped, missing_examples) -> ImageSet:
-    "The ImageSet of the kept rows; warns about (and records in `.skipped`) everything that was left out."
-    classes = sorted({r[col[label]] for r in rows})
-    class_index = {c: k for k, c in enumerate(classes)}
-    names = [f"{c}={v}" for c in attribute_columns for v in sorted({r[col[c]] for r in rows} - {""})]
-    name_index = {n: j for j, n in enumerate(names)}
-    attributes = np.zeros((len(rows), len(names)), bool)
-    for i, r in enumerate(rows):
-        for c in attribute_columns:
-            if r[col[c]]: attributes[i, name_index[f"{c}={r[col[c]]}"]] = True
-    ds = ImageSet([str(images_dir / f"{r[col['id']]}.jpg") for r in rows], [class_index[r[col[label]]] for r in rows],
-                  classes, [r[col["id"]] for r in rows], attributes, names, name="fashion")
-    ds.skipped = {"malformed rows": len(malformed), **{f"rows {k}": v for k, v in skipped.items()}}
-    if malformed or skipped:
-        parts = [f"{len(malformed)} malformed row(s) (wrong number of fields; lines {', '.join(map(str, malformed[:5]))}"
-                 f"{' ...' if len(malformed) > 5 else ''})"] if malformed else []
-        parts += [f"{v} row(s) {k}" + (f" (e.g. {', '.join(missing_examples[:3])})" if "missing" in k else "")
-                  for k, v in skipped.items()]
-        warn_caller(f"load_fashion: skipped {'; '.join(parts)} in {styles}; kept {len(rows)} images")
-    return ds
-
-# %% ../nbs/01_data.ipynb #dabe4bd5
-def load_attribute_file(attr_file: str | os.PathLike,  # CelebA-style attribute file (count, names, rows of +-1)
-                        images_dir: str | os.PathLike | None = None,  # folder of the images (default: beside the file)
-                        identity_file: str | os.PathLike | None = None,  # "file identity" lines: the class of each image
-                        name: str = "attributes",  # name of the set
-                       ) -> ImageSet:
-    "A lazy ImageSet with boolean attributes from a CelebA-style file; bad or image-less rows skipped, counted, warned."
-    attr_file = Path(attr_file)
-    images_dir = Path(images_dir) if images_dir is not None else attr_file.parent
-    lines = attr_file.read_text(encoding="utf-8-sig", errors="replace").splitlines()
-    header = 1 if lines and lines[0].strip().isdigit() else 0  # the count line is optional
-    if len(lines) <= header: raise InputError(f"load_attribute_file: {attr_file} has no attribute-name line")
-    names = lines[header].split()
-    identities = {}
-    if identity_file is not None:
-        for line in Path(identity_file).read_text(encoding="utf-8-sig").splitlines():
-            if len(parts := line.split()) == 2: identities[parts[0]] = parts[1]
-    on_disk = set(os.listdir(images_dir)) if images_dir.is_dir() else set()
-    files, rows, seen, skipped, examples = [], [], set(), Counter(), {}
-    for n, line in enumerate(lines[header + 1:], start=header + 2):
-        parts = line.split()
-        if not parts: continue
-        if len(parts) != len(names) + 1 or not set(parts[1:]) <= {"1", "-1", "0"}: reason = "malformed"
-        elif parts[0] in seen: reason = "with a repeated file name"
-        elif parts[0] not in on_disk: reason = "whose image file is missing"
-        elif identity_file is not None and parts[0] not in identities: reason = "with no identity"
-        else:
-            files.append(parts[0]); seen.add(parts[0]); rows.append([v == "1" for v in parts[1:]]); continue
-        skipped[reason] += 1; examples.setdefault(reason, f"line {n}")
-    return _attribute_imageset(files, rows, names, identities if identity_file is not None else None, images_dir,
-                               name, attr_file, skipped, examples)
-
-# %% ../nbs/01_data.ipynb #f853b11c
-def _attribute_imageset(files, rows, names, identities, images_dir, name, attr_file, skipped, examples) -> ImageSet:
-    "The ImageSet for load_attribute_file; warns about (and records in `.skipped`) the rows left out."
-    ident = [identities[f] for f in files] if identities is not None else ["all"] * len(files)
-    classes = sorted(set(ident), key=lambda c: (len(c), c))  # numeric identities in numeric order
-    index = {c: k for k, c in enumerate(classes)}
-    ds = ImageSet([str(images_dir / f) for f in files], [index[c] for c in ident], classes or ["all"], files,
-                  np.array(rows, bool).reshape(len(rows), len(names)), names, name=name)
-    ds.skipped = {f"rows {k}": v for k, v in skipped.items()}
-    if skipped:
-        warn_caller(f"load_attribute_file: skipped " + "; ".join(f"{v} row(s) {k} (first at {examples[k]})"
-                      for k, v in skipped.items()) + f" in {attr_file}; kept {len(files)} images")
-    return ds
 
 # %% ../nbs/01_data.ipynb #f71bf1b4
 PHOTOS = {  # file in skimage/data -> scene (the class); the real photographs scikit-image's wheel bundles

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cbir.data import load_attribute_file, query_gallery_split
+from cbir.data import query_gallery_split
+from cbir.datasets import load_attribute_file
 
 
 def _write(tmp_path, n=6, names=("Smiling", "Male", "Blond_Hair"), extra_lines=(), count_line=True):

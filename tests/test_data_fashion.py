@@ -5,7 +5,8 @@ import kagglehub
 import numpy as np
 import pytest
 
-from cbir.data import FASHION_SMALL, load_fashion, query_gallery_split
+from cbir.data import query_gallery_split
+from cbir.datasets import FASHION_SMALL, load_fashion
 from conftest import FASHION_ROWS, seed_fashion_cache
 
 
