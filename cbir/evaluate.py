@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 
 from .core import InputError, atomic_write_bytes
-from .index import Index, IndexLike, as_vectors, l2_normalize
-from .metrics import (K_SWEEP, NoRelevantWarning, HitTable, interpolate_at_levels, per_query_values, queries_to_average, cap_ks,
+from .index import Index, IndexLike
+from .metrics import (K_SWEEP, NoRelevantWarning, interpolate_at_levels, per_query_values, queries_to_average, cap_ks,
                           interpolated_precision, ndcg_at_k, per_query_metrics, retrieval_metrics)
 from . import viz
+from .streaming import removed_rows, stream_label_ranking
 
 # %% ../nbs/08_evaluate.ipynb #18ed4977
 def relevance_by_labels(
@@ -388,78 +389,6 @@ def score_rankings(
 # %% ../nbs/08_evaluate.ipynb #f2cc426c
 STREAM_ABOVE = 2**25  # query x gallery pairs above which `evaluate` streams by default (a float32 matrix of 128 MB)
 
-def _removed_rows(n_q: int, leave_one_out: bool, query_ids, gallery_ids) -> list:
-    "Per query, the sorted gallery rows taken out of its ranking: itself (leave one out) and items with its id."
-    where = {}
-    if query_ids is not None:
-        for j, i in enumerate(np.asarray(gallery_ids).tolist()): where.setdefault(i, []).append(j)
-    qids = None if query_ids is None else np.asarray(query_ids).tolist()
-    rows = [set(where.get(qids[q], ())) if qids is not None else set() for q in range(n_q)]
-    if leave_one_out:
-        for q in range(n_q): rows[q].add(q)
-    return [np.array(sorted(r), np.int64) for r in rows]
-
-# %% ../nbs/08_evaluate.ipynb #6706ca5d
-def _chunk_scores(q: np.ndarray, g: np.ndarray, g_sq, metric: str) -> tuple:
-    "(scores as reported, goodness: higher is better) of a chunk of queries against the whole gallery."
-    s = q @ g.T
-    if metric != "l2": return s, s
-    d = np.maximum((q * q).sum(1, keepdims=True) + g_sq[None] - 2 * s, 0)  # squared L2, as FAISS reports it
-    return d, -d
-
-def _ranks_of(row, sorted_row, rel_rows, removed) -> np.ndarray:
-    "0-based ranks of the items `rel_rows` in `row` (higher first, ties by position) once `removed` rows are taken out."
-    vals = row[rel_rows]
-    lo, hi = np.searchsorted(sorted_row, vals, "left"), np.searchsorted(sorted_row, vals, "right")
-    ahead = len(row) - hi  # strictly better
-    for i in np.flatnonzero(hi - lo > 1):  # tied with others: those earlier in the gallery come first
-        ahead[i] += np.count_nonzero(row[:rel_rows[i]] == vals[i])
-    if len(removed):
-        rv = row[removed]
-        ahead -= ((rv[None] > vals[:, None]) | ((rv[None] == vals[:, None]) & (removed[None] < rel_rows[:, None]))).sum(1)
-    return np.sort(ahead)
-
-def _top_of(row, sorted_row, removed, w: int) -> np.ndarray:
-    "Gallery rows of the best `w` items of `row` (ties by position), `removed` rows left out."
-    n = len(row); need = min(n, w + len(removed))
-    cand = np.flatnonzero(row >= sorted_row[n - need]) if need else np.empty(0, np.int64)
-    if len(removed): cand = cand[~np.isin(cand, removed)]
-    return cand[np.lexsort((cand, -row[cand]))][:w]
-
-# %% ../nbs/08_evaluate.ipynb #5a1f135d
-def _stream_label_ranking(queries, gallery, metric: str, query_labels, gallery_labels, removed: list,
-                          ks, chunk_size: int) -> tuple:
-    "Sparse (query, rank) hits, relevant counts, the width of the ranking, and the top max(ks) of each ranking."
-    if metric not in ("cosine", "ip", "l2"): raise InputError(f"metric must be 'cosine', 'ip' or 'l2', got {metric!r}")
-    q, g = as_vectors(queries, what="queries"), as_vectors(gallery, dim=queries.shape[1], what="gallery vectors", owner="the queries")
-    if metric == "cosine": q, g = l2_normalize(q), l2_normalize(g)
-    g_sq = (g * g).sum(1) if metric == "l2" else None
-    n_q, n_g = len(q), len(g)
-    classes, g_class = np.unique(np.asarray(gallery_labels), return_inverse=True)
-    by_class = np.split(np.argsort(g_class, kind="stable"), np.cumsum(np.bincount(g_class, minlength=len(classes)))[:-1])
-    q_labels = np.asarray(query_labels)
-    q_class = np.minimum(np.searchsorted(classes, q_labels), len(classes) - 1)
-    known = classes[q_class] == q_labels  # the query's class has gallery items at all
-    width = max(1, n_g - min(len(r) for r in removed))
-    w = min(max(cap_ks(ks, width)), width)
-    pos, sc, rel = np.full((n_q, w), -1, np.int64), np.full((n_q, w), np.nan, np.float32), np.zeros((n_q, w), bool)
-    n_rel, rows, cols = np.zeros(n_q, np.int64), [], []
-    for start in range(0, n_q, chunk_size):
-        scores, good = _chunk_scores(q[start:start + chunk_size], g, g_sq, metric)
-        ordered = np.sort(good, axis=1)
-        for r in range(len(good)):
-            i = start + r
-            rel_rows = by_class[q_class[i]] if known[i] else np.empty(0, np.int64)
-            if len(removed[i]): rel_rows = rel_rows[~np.isin(rel_rows, removed[i])]
-            n_rel[i] = len(rel_rows)
-            ranks = _ranks_of(good[r], ordered[r], rel_rows, removed[i])
-            rows.append(np.full(len(ranks), i)); cols.append(ranks)
-            top = _top_of(good[r], ordered[r], removed[i], w)
-            pos[i, :len(top)], sc[i, :len(top)] = top, scores[r, top]
-            rel[i, :len(top)] = (g_class[top] == q_class[i]) & known[i]
-    hits = HitTable.from_ranks(np.concatenate(rows + [np.empty(0, np.int64)]), np.concatenate(cols + [np.empty(0, np.int64)]), n_q, width)
-    return hits, n_rel, pos, sc, rel
-
 # %% ../nbs/08_evaluate.ipynb #74004ada
 def _report_from_hits(h, n_relevant, ks, no_relevant: str, positions, scores, rel, protocol: dict) -> EvaluationReport:
     "The report of a streamed evaluation: the same metric code as `score_rankings`, fed with sparse hits."
@@ -483,8 +412,8 @@ def _evaluate_streaming(queries, gallery, query_labels, gallery_labels, leave_on
                          f"{n_g} gallery items: check the lengths of labels")
     if int(chunk_size) < 1: raise InputError(f"chunk_size must be at least 1, got {chunk_size}")
     if query_ids is not None and len(query_ids) != n_q: raise InputError(f"{len(query_ids)} query ids for {n_q} queries")
-    removed = _removed_rows(n_q, leave_one_out, query_ids, gallery_ids)
-    h, n_rel, pos, sc, rel = _stream_label_ranking(queries, gallery, metric, query_labels, gallery_labels, removed, ks, int(chunk_size))
+    removed = removed_rows(n_q, leave_one_out, query_ids, gallery_ids)
+    h, n_rel, pos, sc, rel = stream_label_ranking(queries, gallery, metric, query_labels, gallery_labels, removed, ks, int(chunk_size))
     protocol = dict(metric=metric, relevance="labels", leave_one_out=leave_one_out, n_queries=n_q, n_gallery=n_g, junk=False,
                     removed_per_query=float(np.mean([len(r) for r in removed])), max_rank=None, no_relevant=no_relevant)
     return _report_from_hits(h, n_rel, ks, no_relevant, pos, sc, rel, protocol)
