@@ -26,7 +26,8 @@ from fastcore.docments import docments
 from .core import CbirError, InputError, check_k, warn_caller
 from .data import ImageSet, MissingExtraError, class_disjoint_split, load_image_folder, make_glyphs, make_shapes, query_gallery_split
 from .transforms import near_duplicate_set, photo_retrieval_task
-from .embed import LITE0, POOLINGS, Embedder, PixelEmbedder, lite0_weights_file, resolve_precision, weights_available
+from .embed import LITE0, POOLINGS, Embedder, PixelEmbedder, resolve_precision
+from .weights import lite0_weights_file, weights_available
 from .index import Index
 from .scale import MilvusIndex, open_index
 from .viz import save_figure, show_query_grid

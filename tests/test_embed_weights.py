@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from cbir.embed import Embedder, WeightsUnavailableError, load_backbone, weights_available, weights_path
+from cbir.embed import Embedder
+from cbir.weights import WeightsUnavailableError, load_backbone, weights_available, weights_path
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from cbir.data import MissingExtraError, load_photos
 from cbir.checkpoints import save_checkpoint
-from cbir.embed import LITE0, Embedder, lite0_weights_file, load_lite0, rmac_pool, rmac_regions
+from cbir.embed import LITE0, Embedder, rmac_pool, rmac_regions
+from cbir.weights import lite0_weights_file, load_lite0
 from cbir.index import Index
 from cbir.search import Searcher
 from cbir.spatial import SpatialVerification, local_features, verify_pair
