@@ -16,6 +16,7 @@ import json
 import sys
 import time
 import typing
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,7 +414,9 @@ def personal_search(index, embedder, queries: list, k: int, user: str | None, in
                     w_pop: float, w_user: float):
     "Image queries re-ranked for `user` by `InteractionRerank`, with popularity and taste read from the log `interactions`."
     if not (user and interactions): raise InputError("--user and --interactions go together: name the user and the log")
-    log, report = read_log(interactions, item_ids=index.ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                      # the report below says what was skipped: once is enough
+        log, report = read_log(interactions, item_ids=index.ids)
     print(report)
     mine = log[log.user_id == user]
     if mine.empty: print(f"user {user} has no interactions in {interactions}: results are re-ranked by popularity only")
