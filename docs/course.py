@@ -2,6 +2,8 @@
 
 - **Teaching track**: `nbs/NN_name.ipynb`, in the order of NN. Each lesson uses only what earlier lessons built.
 - **Reference track**: `nbs/reference/*.ipynb`, the internals (file formats, robust reading, services, the CLI).
+  A lesson may leave its module's source to the reference track: a lesson `NN_name.ipynb` without a `default_exp`
+  teaches the module of `reference/name.ipynb` (it *builds* that module, for the build order), and shows it in use.
 - **Projects**: `nbs/tutorials/*.ipynb`, end-to-end walkthroughs that only use the package.
 
 Each lesson states its time in its first cells as `**Time:** about N minutes`, and ends with `## Recap` and
@@ -47,11 +49,21 @@ def is_hidden(cell: dict) -> bool:
 
 
 def module_of(nb: Path) -> str | None:
-    "The cbir module a notebook writes (its `#| default_exp`), if any."
+    """The cbir module a notebook writes (its `#| default_exp`), if any; for a lesson without one, the module of its
+    reference notebook (`NN_name.ipynb` -> `reference/name.ipynb`), whose source the lesson teaches."""
     for c in cells(nb):
         m = re.search(r"^#\|\s*default_exp\s+(\S+)", source(c), re.M)
         if m: return m.group(1)
-    return None
+    paired = source_notebook(nb)
+    return module_of(paired) if paired != nb else None
+
+
+def source_notebook(nb: Path) -> Path:
+    "The notebook that holds the source of what a lesson teaches: the lesson itself, or its reference notebook."
+    if nb.parent == NBS and re.match(r"\d\d_", nb.stem) and (ref := NBS / "reference" / f"{nb.stem[3:]}.ipynb").exists() \
+            and not any(re.search(r"^#\|\s*default_exp", source(c), re.M) for c in cells(nb)):
+        return ref
+    return nb
 
 
 def visible_imports(nb: Path) -> dict[str, list[int]]:

@@ -29,7 +29,7 @@ def available(k: int) -> set:
     whose own imports are among those (e.g. `datasets`, which reads real datasets into lesson 01's `ImageSet`)."""
     edges, _ = imports()
     allowed = {course.module_of(p) for p in TRACK[:k + 1]} | underneath()
-    refs = {course.module_of(p) for p in REFERENCE} - {None}
+    refs = {course.module_of(p) for p in REFERENCE} - {None} - {course.module_of(p) for p in TRACK}  # taught: at their lesson
     while grow := {m for m in refs - allowed if edges.get(m, set()) <= allowed}: allowed |= grow
     return allowed
 

@@ -1,6 +1,7 @@
 """cbir.train: the Trainer's contract — selection on validation only, checkpoints, resume, budgets, bad input.
 
-That training beats random weights on unseen classes is asserted where it is shown: nbs/12_train.ipynb, the
+That training beats random weights on unseen classes is asserted where it is shown: nbs/12_train.ipynb (the lesson; the library's
+source and its notebook tests are nbs/reference/train.ipynb), the
 `cbir demo` test in tests/test_cli.py and tests/bench_train.py."""
 import json
 import warnings
