@@ -353,7 +353,7 @@ def build_folder_index(folder: str, # folder of images (sub-folders are searched
                        attributes: str | None = None, # index the images listed in this attribute table (CSV or CelebA-style) instead of every image under FOLDER's sub-folders
                        backend: str = "faiss", # faiss: an index file in OUT; milvus: a Milvus collection, by default Milvus Lite in OUT (needs pip install "cbir[milvus]")
                        uri: str | None = None, # with backend milvus: a Milvus server, e.g. http://host:19530 (default: a Milvus Lite folder OUT/milvus.db)
-                       compile: bool = False, # torch.compile the model before embedding: a one-time cost of seconds, then faster batches on large folders (lesson 03_embed)
+                       compile: bool = False, # torch.compile the model before embedding: a one-time cost of seconds, then faster batches on large folders (reference notebook embed)
                        precision: str | None = None, # auto (bf16 only where the CPU/GPU runs it natively), fp32 or bf16; None keeps the embedder's default (auto)
                       ) -> Path:
     "Embed every readable image of `folder`, index the vectors and save them under `out`; return the index path."

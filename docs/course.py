@@ -3,7 +3,7 @@
 - **Teaching track**: `nbs/NN_name.ipynb`, in the order of NN. Each lesson uses only what earlier lessons built.
 - **Reference track**: `nbs/reference/*.ipynb`, the internals (file formats, robust reading, services, the CLI).
   A lesson may leave its module's source to the reference track: a lesson `NN_name.ipynb` without a `default_exp`
-  teaches the module of `reference/name.ipynb` (it *builds* that module, for the build order), and shows it in use.
+  teaches `cbir.name`, exported by a reference notebook (it *builds* that module, for the build order), and shows it in use.
 - **Projects**: `nbs/tutorials/*.ipynb`, end-to-end walkthroughs that only use the package.
 
 Each lesson states its time in its first cells as `**Time:** about N minutes`, and ends with `## Recap` and
@@ -49,8 +49,8 @@ def is_hidden(cell: dict) -> bool:
 
 
 def module_of(nb: Path) -> str | None:
-    """The cbir module a notebook writes (its `#| default_exp`), if any; for a lesson without one, the module of its
-    reference notebook (`NN_name.ipynb` -> `reference/name.ipynb`), whose source the lesson teaches."""
+    """The cbir module a notebook writes (its `#| default_exp`), if any; for a lesson `NN_name` without one, `name`,
+    whose source is in the reference notebook that exports it (`source_notebook`)."""
     for c in cells(nb):
         m = re.search(r"^#\|\s*default_exp\s+(\S+)", source(c), re.M)
         if m: return m.group(1)
@@ -59,10 +59,12 @@ def module_of(nb: Path) -> str | None:
 
 
 def source_notebook(nb: Path) -> Path:
-    "The notebook that holds the source of what a lesson teaches: the lesson itself, or its reference notebook."
-    if nb.parent == NBS and re.match(r"\d\d_", nb.stem) and (ref := NBS / "reference" / f"{nb.stem[3:]}.ipynb").exists() \
-            and not any(re.search(r"^#\|\s*default_exp", source(c), re.M) for c in cells(nb)):
-        return ref
+    """The notebook that holds the source of what a lesson teaches: the lesson itself, or, for a lesson `NN_name`
+    without a `default_exp`, the reference notebook that exports `cbir.name`."""
+    nb = Path(nb).resolve()
+    if nb.parent == NBS and re.match(r"\d\d_", nb.stem) and not any(re.search(r"^#\|\s*default_exp", source(c), re.M) for c in cells(nb)):
+        for ref in reference_track():
+            if module_of(ref) == nb.stem[3:]: return ref
     return nb
 
 
