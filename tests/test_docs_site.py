@@ -149,14 +149,17 @@ def test_home_page_renders(browser, server, site):
     lessons = [p.relative_to(ROOT / "nbs").with_suffix("").as_posix() for p in course.teaching_track() + course.reference_track()]
     missing = [n for n in lessons if not any(h.endswith(n) for h in hrefs)]
     assert not missing, f"home page does not link lessons {missing}"
-    in_tables = [h.rstrip("/") for h in page.eval_on_selector_all("article table a", "as => as.map(a => a.getAttribute('href'))") if h]
-    course_rows = [next(i for i, h in enumerate(in_tables) if h.endswith(p.relative_to(ROOT / "nbs").with_suffix("").as_posix()))
-                   for p in course.teaching_track()]
-    # a lesson's row may also link the reference notebook that holds its source: the reference table is after the course's
-    reference_rows = [next((i for i, h in enumerate(in_tables) if h.endswith(n) and i > course_rows[-1]), -1)
-                      for n in lessons[len(course_rows):]]
-    first = course_rows + reference_rows
-    assert first == sorted(first) and -1 not in first, "the home page's tables list the course out of order, or the reference track before it"
+    tables = page.eval_on_selector_all("article table", "ts => ts.map(t => [...t.querySelectorAll('a')].map(a => a.getAttribute('href')))")
+    tables = [[h.rstrip("/") for h in t if h] for t in tables]
+    names = lambda ps: [p.relative_to(ROOT / "nbs").with_suffix("").as_posix() for p in ps]
+    def order_in(table, wanted):  # the position of each wanted notebook's first link in a table (-1: missing)
+        return [next((i for i, h in enumerate(table) if h.endswith(n)), -1) for n in wanted]
+    course_table = next(t for t in tables if any(h.endswith(names(course.teaching_track())[0]) for h in t))
+    reference_table = next(t for t in tables[tables.index(course_table) + 1:]
+                           if any(h.endswith(names(course.reference_track())[0]) for h in t))
+    for table, wanted in ((course_table, names(course.teaching_track())), (reference_table, names(course.reference_track()))):
+        first = order_in(table, wanted)
+        assert -1 not in first and first == sorted(first), "the home page's tables list the course out of order, or the reference track before it"
     _check_images(page, 0)
     assert not errors, f"console errors on the home page: {errors}"
     assert not browser.external, f"the home page asked the network for {browser.external}"
