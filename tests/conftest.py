@@ -24,7 +24,10 @@ from PIL import Image
 HEAVY = (
     "test_cli.py::test_demo_default_run_offline",  # the full default `cbir demo`, as the README's quick start runs it
     "test_notebooks.py::test_notebook_runs[12_train.ipynb]",
+    "test_notebooks.py::test_notebook_runs[reference/viz.ipynb]",
     "test_notebooks.py::test_notebook_runs[reference/train.ipynb]",
+    "test_notebooks.py::test_notebook_runs[reference/embed.ipynb]",
+    "test_notebooks.py::test_notebook_runs[reference/interactions.ipynb]",
     "test_milvus_server.py",  # starts a Milvus server (one xdist group: a single worker runs the module)
     "test_distributed.py",  # starts Ray
     "test_notebooks.py::test_notebook_runs[09_spatial.ipynb]",
