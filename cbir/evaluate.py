@@ -85,8 +85,15 @@ def rank_gallery(
     scores = np.asarray(res.distances, np.float32)
     closer_first = scores if res.metric == "l2" else -scores
     key = np.where(valid, closer_first, np.inf)  # empty slots last
-    order = np.lexsort((np.where(valid, positions, np.iinfo(np.int64).max), key), axis=-1)
-    return np.take_along_axis(positions, order, 1), np.take_along_axis(scores, order, 1)
+    tie_key = np.where(valid, positions, np.iinfo(np.int64).max)
+    # sort each row by (key, position); rows already in that order (an exact index returns most so) stay as they are
+    ordered = (key[:, 1:] > key[:, :-1]) | ((key[:, 1:] == key[:, :-1]) & (tie_key[:, 1:] >= tie_key[:, :-1]))
+    rows = np.flatnonzero(~ordered.all(1))
+    if len(rows):
+        order = np.lexsort((tie_key[rows], key[rows]), axis=-1)
+        scores = scores.copy()  # it may be the searcher's own array
+        positions[rows], scores[rows] = np.take_along_axis(positions[rows], order, 1), np.take_along_axis(scores[rows], order, 1)
+    return positions, scores
 
 # %% ../nbs/reference/evaluate.ipynb #f82718f1
 def compact_ranking(

@@ -284,7 +284,9 @@ def search(self: Index, queries, # (Q, D) query vectors, or one (D,) vector
     with _search_knobs(self, nprobe=nprobe, ef_search=ef_search, k_factor=k_factor):
         distances, keys = self.index.search(q, k_eff)
     valid = keys >= 0
-    positions = np.where(valid, np.searchsorted(self._keys, np.where(valid, keys, 0)), MISSING_INT)
+    if len(self._keys) and self._keys[0] == 0 and self._keys[-1] == len(self._keys) - 1:  # increasing keys 0..n-1: key = row
+        positions = np.where(valid, keys, MISSING_INT)
+    else: positions = np.where(valid, np.searchsorted(self._keys, np.where(valid, keys, 0)), MISSING_INT)
     ids = np.where(valid, self._ids[np.where(valid, positions, 0)], MISSING_STR if self._ids.dtype.kind == "U" else MISSING_INT)
     return SearchResult(ids, np.where(valid, distances, np.nan).astype(np.float32), positions.astype(np.int64), self.metric, valid)
 

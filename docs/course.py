@@ -11,6 +11,7 @@ Each lesson states its time in its first cells as `**Time:** about N minutes`, a
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -37,7 +38,13 @@ def projects() -> list[Path]:
 
 
 def cells(nb: Path) -> list[dict]:
-    return json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    path = Path(nb).resolve()
+    return list(_cells(path, path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=None)
+def _cells(path: Path, mtime_ns: int) -> tuple:  # each version of a notebook is read once (the tests ask many times)
+    return tuple(json.loads(path.read_text(encoding="utf-8"))["cells"])
 
 
 def source(cell: dict) -> str:

@@ -256,10 +256,12 @@ _WIDE = """() => Array.from(document.querySelectorAll('article pre')).filter(p =
 
 def test_teaching_track_code_does_not_scroll_sideways(browser, server):
     "At a 1280-px window no code block or text output of a teaching lesson needs a horizontal scroll bar."
-    wide = {}
-    for nb in course.teaching_track():
-        page, _ = _open(browser, urljoin(server, f"{nb.stem}/"))
+    wide, page = {}, browser.new_page()
+    for nb in course.teaching_track():  # layout needs the page and its fonts loaded, not the network idle
+        resp = page.goto(urljoin(server, f"{nb.stem}/"), wait_until="load")
+        assert resp is not None and resp.ok, f"{nb.stem}: HTTP {resp and resp.status}"
+        page.evaluate("document.fonts.ready.then(() => true)")
         if found := page.evaluate(_WIDE): wide[nb.stem] = found
-        page.close()
+    page.close()
     assert not wide, "blocks that scroll sideways at 1280 px:\n" + "\n".join(
         f"{stem}: {len(f)} ({sum(x['kind'] == 'code' for x in f)} code), e.g. {f[0]}" for stem, f in wide.items())

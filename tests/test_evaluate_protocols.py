@@ -155,6 +155,34 @@ def test_rank_gallery_breaks_ties_by_position():
         assert positions[0].tolist() == [0, 2, 3, 1]
 
 
+
+def test_rank_gallery_orders_any_searchers_rows_by_score_then_position():
+    "Whatever order a searcher returns (shuffled rows, ties, empty slots), the ranking is by score, ties by gallery position."
+    from types import SimpleNamespace
+    from cbir.index import SearchResult
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        q, n = int(rng.integers(1, 6)), int(rng.integers(2, 30))
+        metric = ("ip", "l2")[trial % 2]
+        scores = rng.integers(0, 4, (q, n)).astype(np.float32)     # few values: many ties
+        positions = np.array([rng.permutation(n) for _ in range(q)])
+        valid = rng.random((q, n)) > 0.2
+        if trial % 3 == 0:  # rows already in order, as an exact index returns them
+            order = np.lexsort((positions, scores if metric == "l2" else -scores), axis=-1)
+            scores, positions = np.take_along_axis(scores, order, 1), np.take_along_axis(positions, order, 1)
+        given = np.where(valid, positions, -1)
+
+        class Shuffled:  # a searcher (it has .index and .search) that returns these rows as they are
+            index = SimpleNamespace(ids=np.arange(n))
+            def search(self, queries, k): return SearchResult(given, np.where(valid, scores, np.nan), given, metric, valid)
+        got_pos, got_scores = rank_gallery(np.zeros((q, 2), np.float32), searcher=Shuffled())
+        for r in range(q):  # the definition, one row at a time: valid items by (closer first, position), then empty slots
+            items = sorted((s if metric == "l2" else -s, p) for s, p, v in zip(scores[r], given[r], valid[r]) if v)
+            want = [p for _, p in items] + [-1] * (n - len(items))
+            assert got_pos[r].tolist() == want, (trial, r)
+            np.testing.assert_array_equal(got_scores[r][:len(items)], [s if metric == "l2" else -s for s, _ in items])
+            assert np.isnan(got_scores[r][len(items):]).all()
+
 def test_bad_input_gets_clear_errors():
     rng = np.random.default_rng(10)
     g, q = rng.normal(size=(10, 4)), rng.normal(size=(3, 4))

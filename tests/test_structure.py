@@ -1,6 +1,7 @@
 """The house rules of the package's structure: no import circles between modules, no module importing another's private
 names, no module-level __getattr__ re-exports, and one index contract (`IndexLike`) that every backend keeps."""
 import ast
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,12 @@ MODULES = {p.stem: p for p in PKG.glob("*.py") if p.stem not in ("__init__", "_m
 
 def imports() -> tuple[dict, list]:
     "Edges module -> modules it imports (at any depth of the file), and imports of private names."
+    edges, private = _imports()
+    return {m: set(targets) for m, targets in edges.items()}, list(private)  # copies: callers may change them
+
+
+@functools.lru_cache(maxsize=1)  # the files do not change during a run; the course tests ask once per lesson
+def _imports() -> tuple[dict, list]:
     edges, private = {m: set() for m in MODULES}, []
     for m, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text())):
