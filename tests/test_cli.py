@@ -166,7 +166,7 @@ def test_index_with_compile_and_precision_flags(tmp_path, capsys):
     folder = make_shapes(n=12, size=32, seed=6).to_folder(tmp_path / "imgs")
     env_cache = tmp_path / "inductor"  # an empty compile cache, as on a fresh machine
     out = subprocess.run([str(Path(sys.executable).parent / "cbir"), "index", str(folder), "--out", str(tmp_path / "idx"),
-                          "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--compile", "--precision", "fp32"],
+                          "--backbone", "smallcnn", "--weights", "none", "--image-size", "32", "--compile", "--precision", "fp32"],
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "MPLBACKEND": "Agg", "TORCHINDUCTOR_CACHE_DIR": str(env_cache)})
     assert out.returncode == 0, out.stdout + out.stderr
