@@ -155,7 +155,6 @@ def test_rank_gallery_breaks_ties_by_position():
         assert positions[0].tolist() == [0, 2, 3, 1]
 
 
-
 def test_rank_gallery_orders_any_searchers_rows_by_score_then_position():
     "Whatever order a searcher returns (shuffled rows, ties, empty slots), the ranking is by score, ties by gallery position."
     from types import SimpleNamespace
@@ -182,6 +181,7 @@ def test_rank_gallery_orders_any_searchers_rows_by_score_then_position():
             assert got_pos[r].tolist() == want, (trial, r)
             np.testing.assert_array_equal(got_scores[r][:len(items)], [s if metric == "l2" else -s for s, _ in items])
             assert np.isnan(got_scores[r][len(items):]).all()
+
 
 def test_bad_input_gets_clear_errors():
     rng = np.random.default_rng(10)
