@@ -4,7 +4,6 @@ count R over what is left, and score with the reference loops of test_metrics_cr
 
 Integer-valued embeddings make the scores exact in float32 too, so ties are real ties and the orders must match.
 """
-import math
 import sys
 import warnings
 from pathlib import Path
