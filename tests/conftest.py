@@ -29,7 +29,6 @@ HEAVY = (
     "test_notebooks.py::test_notebook_runs[reference/embed.ipynb]",
     "test_notebooks.py::test_notebook_runs[reference/interactions.ipynb]",
     "test_milvus_server.py",  # starts a Milvus server (one xdist group: a single worker runs the module)
-    "test_distributed.py",  # starts Ray
     "test_notebooks.py::test_notebook_runs[09_spatial.ipynb]",
     "test_notebooks.py::test_notebook_runs[reference/cli.ipynb]",
     "test_notebooks.py::test_notebook_runs[13_crossmodal.ipynb]",
@@ -52,7 +51,7 @@ def pytest_configure(config):
 
 # Tests that start one service of a kind that cannot run twice at once on a machine: each group runs on one worker
 # (pytest-xdist's --dist loadgroup, in pyproject.toml's addopts), one test after the other.
-SERVICE_GROUPS = {"ray": ("test_distributed.py", "test_notebook_runs[reference/distributed.ipynb]"),
+SERVICE_GROUPS = {"ray": ("bench_distributed.py", "test_notebook_runs[reference/distributed.ipynb]"),
                   "milvus_server": ("test_milvus_server.py",)}
 
 
