@@ -1,4 +1,5 @@
-"""`cbir demo` as a user runs it: the installed console script, default settings, offline, in a fresh folder."""
+"""The command line: `cbir demo` as a user runs it (the installed console script, default settings, offline, in a fresh folder),
+and the other commands, through the console script where that is what a test is about and in this process (`cli`) elsewhere."""
 import json
 import os
 import subprocess
@@ -51,29 +52,34 @@ def test_demo_on_an_image_folder(tmp_path):
     assert "real photographs" not in out.stdout and not (tmp_path / "o" / "results_real_photos.png").exists()  # --no-photos
 
 
-def test_demo_rejects_missing_folder(tmp_path):
-    script = Path(sys.executable).parent / "cbir"
-    out = subprocess.run([str(script), "demo", "--folder", str(tmp_path / "nope")], capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr, out.stderr
-    assert "nope" in out.stderr
+def cli(capsys, *args):
+    "Run `cbir.cli.main` in this process, as the console script would (no 5 s interpreter start): (exit code, stdout, stderr)."
+    from cbir.cli import main
+    try: code = main([str(a) for a in args])
+    except SystemExit as e: code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_index_then_search_a_folder(tmp_path):
+def test_demo_rejects_missing_folder(tmp_path, capsys):
+    code, _, err = cli(capsys, "demo", "--folder", tmp_path / "nope")
+    assert code != 0
+    assert "Traceback" not in err, err
+    assert "nope" in err
+
+
+def test_index_then_search_a_folder(tmp_path, capsys):
     from cbir.data import make_shapes
     folder = make_shapes(n=36, size=32, seed=4).to_folder(tmp_path / "imgs")
     (folder / "circle" / "broken.jpg").write_bytes(b"not a jpeg")  # must be skipped and reported, not crash
-    script = str(Path(sys.executable).parent / "cbir")
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    out = subprocess.run([script, "index", str(folder), "--out", str(tmp_path / "idx"), "--backbone", "resnet18",
-                          "--weights", "none", "--image-size", "32"], capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "indexed 36 images (1 unreadable skipped)" in out.stdout and "broken.jpg" in out.stdout, out.stdout
+    code, out, err = cli(capsys, "index", folder, "--out", tmp_path / "idx", "--backbone", "resnet18", "--weights", "none",
+                         "--image-size", "32")
+    assert code == 0, out + err
+    assert "indexed 36 images (1 unreadable skipped)" in out and "broken.jpg" in out, out
     query = sorted((folder / "star").glob("*.png"))[0]
-    out = subprocess.run([script, "search", str(tmp_path / "idx"), str(query), "-k", "3", "--grid", str(tmp_path / "g.png")],
-                         capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    first = out.stdout.splitlines()[1].split()
+    code, out, err = cli(capsys, "search", tmp_path / "idx", query, "-k", "3", "--grid", tmp_path / "g.png")
+    assert code == 0, out + err
+    first = out.splitlines()[1].split()
     assert first[0] == "1" and first[2] == query.relative_to(folder).as_posix(), out.stdout  # the image finds itself first
     assert abs(float(first[1]) - 1.0) < 1e-4
     assert (tmp_path / "g.png").exists()
@@ -84,41 +90,34 @@ def run_cbir(*args, timeout=600):
                           timeout=timeout, env={**os.environ, "MPLBACKEND": "Agg"})
 
 
-def test_train_then_index_and_search_with_the_checkpoint(tmp_path):
+def test_train_then_index_and_search_with_the_checkpoint(tmp_path, capsys):
     from cbir.data import class_disjoint_split, make_glyphs
     seen, unseen = class_disjoint_split(make_glyphs(n=600, n_classes=40, size=32, seed=2), fractions=(0.5, 0.5), seed=0)
     seen.to_folder(tmp_path / "seen"); unseen.to_folder(tmp_path / "unseen")
-    out = run_cbir("train", tmp_path / "seen", "--out", tmp_path / "m", "--epochs", "2", "--batch-classes", "8", "--image-size", "32")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "16 for training, 4 for validation" in out.stdout and f"checkpoint: {tmp_path / 'm' / 'best.pt'}" in out.stdout, out.stdout
+    code, out, err = cli(capsys, "train", tmp_path / "seen", "--out", tmp_path / "m", "--epochs", "2", "--batch-classes", "8",
+                         "--image-size", "32")
+    assert code == 0, out + err
+    assert "16 for training, 4 for validation" in out and f"checkpoint: {tmp_path / 'm' / 'best.pt'}" in out, out
     assert (tmp_path / "m" / "last.pt.json").is_file() and (tmp_path / "m" / "best.pt.json").is_file()
-    out = run_cbir("index", tmp_path / "unseen", "--out", tmp_path / "idx", "--checkpoint", tmp_path / "m" / "best.pt")
-    assert out.returncode == 0, out.stdout + out.stderr
+    code, out, err = cli(capsys, "index", tmp_path / "unseen", "--out", tmp_path / "idx", "--checkpoint", tmp_path / "m" / "best.pt")
+    assert code == 0, out + err
     query = sorted((tmp_path / "unseen").rglob("*.png"))[3]
-    out = run_cbir("search", tmp_path / "idx", query, "-k", "3")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.splitlines()[1].split()[2] == query.relative_to(tmp_path / "unseen").as_posix(), out.stdout
+    code, out, err = cli(capsys, "search", tmp_path / "idx", query, "-k", "3")
+    assert code == 0, out + err
+    assert out.splitlines()[1].split()[2] == query.relative_to(tmp_path / "unseen").as_posix(), out
 
 
-def test_train_on_glyphs_reports_the_held_out_classes(tmp_path):
-    out = run_cbir("train", "--glyphs", "--n-images", "800", "--n-classes", "40", "--out", tmp_path, "--epochs", "1",
-                   "--batch-classes", "8", "--loss", "ntxent", "--miner", "none")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "held-out test classes (20, never seen): MAP@R" in out.stdout, out.stdout
-
-
-def main_in_process(capsys, *args):
-    "Run `cbir.cli.main` in this process (no 5 s interpreter start per call): (exit code, stderr)."
-    from cbir.cli import main
-    try: code = main([str(a) for a in args])
-    except SystemExit as e: code = e.code
-    return code, capsys.readouterr().err
+def test_train_on_glyphs_reports_the_held_out_classes(tmp_path, capsys):
+    code, out, err = cli(capsys, "train", "--glyphs", "--n-images", "800", "--n-classes", "40", "--out", tmp_path, "--epochs", "1",
+                         "--batch-classes", "8", "--loss", "ntxent", "--miner", "none")
+    assert code == 0, out + err
+    assert "held-out test classes (20, never seen): MAP@R" in out, out
 
 
 def test_demo_training_flags(tmp_path, capsys):
     "--train-epochs 0 or --train-minutes 0 skip training; negative values are refused with a message."
     for flag, value, words in [("--train-epochs", "-1", "--train-epochs must be >= 0"), ("--train-minutes", "-2", "--train-minutes must be >= 0")]:
-        code, err = main_in_process(capsys, "demo", "--out", tmp_path / "o", flag, value)
+        code, _, err = cli(capsys, "demo", "--out", tmp_path / "o", flag, value)
         assert code == 2 and words in err and "Traceback" not in err, err
     from cbir.cli import run_demo
     for skip in [dict(train_epochs=0), dict(train_minutes=0)]:
@@ -136,7 +135,7 @@ def test_train_bad_input_gets_a_message(tmp_path, capsys):
                         ([tmp_path / "nope", "--out", tmp_path / "m"], "nope"),
                         ([tmp_path / "empty", "--glyphs", "--out", tmp_path / "m"], "not both"),
                         (["--glyphs", "--out", tmp_path / "m", "--epochs", "0"], "--epochs must be at least 1")]:
-        code, err = main_in_process(capsys, "train", *args)
+        code, _, err = cli(capsys, "train", *args)
         assert code == 2 and words in err and "Traceback" not in err, (args, err)
 
 
@@ -174,8 +173,8 @@ def test_index_with_compile_and_precision_flags(tmp_path, capsys):
     side = json.loads((tmp_path / "idx" / "index.faiss.json").read_text())
     assert side["embedder"]["precision"] == "fp32"
     query = sorted(folder.rglob("*.png"))[0]
-    out = run_cbir("search", tmp_path / "idx", query, "-k", "1")
-    assert out.returncode == 0 and query.relative_to(folder).as_posix() in out.stdout.splitlines()[1], out.stdout + out.stderr
+    code, out, err = cli(capsys, "search", tmp_path / "idx", query, "-k", "1")
+    assert code == 0 and query.relative_to(folder).as_posix() in out.splitlines()[1], out + err
     from cbir.cli import main
     assert main(["index", str(folder), "--out", str(tmp_path / "p"), "--backbone", "pixels", "--compile"]) == 2
     assert "--compile needs a CNN backbone" in capsys.readouterr().err
