@@ -80,7 +80,7 @@ def test_index_then_search_a_folder(tmp_path, capsys):
     code, out, err = cli(capsys, "search", tmp_path / "idx", query, "-k", "3", "--grid", tmp_path / "g.png")
     assert code == 0, out + err
     first = out.splitlines()[1].split()
-    assert first[0] == "1" and first[2] == query.relative_to(folder).as_posix(), out.stdout  # the image finds itself first
+    assert first[0] == "1" and first[2] == query.relative_to(folder).as_posix(), out  # the image finds itself first
     assert abs(float(first[1]) - 1.0) < 1e-4
     assert (tmp_path / "g.png").exists()
 
